@@ -1,0 +1,325 @@
+"""The sweep driver: asks the strategy, runs trials on Ray, and is the single writer.
+
+Order of a launch (ARCHITECTURE.md, "One sweep, end to end"): everything that can fail on
+bad input (the spec, SPX_HOME, the sweep name, what the cluster can place) is checked
+before the first row is written; then the sweep row, the MLflow experiment and parent run,
+and the trial loop, which keeps at most ``resources.concurrent`` trials in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.util.queue import Queue
+
+from spx.errors import ConfigError, NotFoundError
+from spx.platform import cluster
+from spx.platform.progress import PlainDisplay
+from spx.platform.runner import TrialJob, submit
+from spx.platform.settings import Settings, ensure_home
+from spx.platform.spec import SweepSpec, spec_hash, trial_config
+from spx.platform.store import Store, SweepRow, SweepStatus, TrialRow, TrialStatus
+from spx.platform.tracking import Tracker
+from spx.search.base import Outcome, Strategy, Suggestion
+from spx.search.strategies import build_strategy
+
+log = logging.getLogger("spx.driver")
+_POLL_S = 0.25
+
+
+@dataclass
+class SweepOutcome:
+    sweep: SweepRow
+    trials: list[TrialRow]
+    best: TrialRow | None
+    objective: str
+
+    @property
+    def failed(self) -> int:
+        return sum(t.status == TrialStatus.FAILED for t in self.trials)
+
+
+@dataclass
+class _Running:
+    trial: TrialRow
+    run_id: str | None
+    params: dict[str, Any]
+
+
+@dataclass
+class Driver:
+    spec: SweepSpec
+    spec_text: str
+    settings: Settings
+    display: PlainDisplay
+    store: Store = field(init=False)
+    tracker: Tracker = field(init=False)
+
+    def prepare(self) -> None:
+        """Every check that needs no writes: SPX_HOME, the name, the cluster's capacity."""
+        ensure_home(self.settings)
+        self.store = Store.open(self.settings.store_url)
+        try:
+            self.store.get_sweep(self.spec.name)
+        except NotFoundError:
+            pass
+        else:
+            raise ConfigError(
+                "a sweep with this name already exists in the store",
+                field="name",
+                value=self.spec.name,
+            )
+        cluster.connect(self.settings.ray_address)
+        r = self.spec.resources
+        cluster.check_capacity(r.cpus_per_worker, r.gpus_per_worker, r.workers_per_trial)
+
+    def run(self) -> SweepOutcome:
+        self.prepare()
+        sweep = self.store.create_sweep(
+            self.spec.name,
+            task=self.spec.task,
+            method=self.spec.method,
+            spec_text=self.spec_text,
+            spec_hash=spec_hash(self.spec_text),
+        )
+        self.tracker = Tracker(self.settings.tracking_uri, self.settings.artifacts)
+        exp, parent = self._start_tracking(sweep)
+        self.store.update_sweep(
+            sweep.id,
+            status=SweepStatus.RUNNING,
+            started=True,
+            mlflow_experiment_id=exp,
+            mlflow_run_id=parent,
+        )
+        strategy = build_strategy(
+            self.spec.method, self.spec.space(), self.spec.budget(), self.spec.seed
+        )
+        self.display.start(self.spec.name, strategy.total)
+        status = SweepStatus.FAILED
+        try:
+            _Loop(self, sweep, strategy, exp, parent).run()
+            status = SweepStatus.COMPLETED
+        except KeyboardInterrupt:
+            status = SweepStatus.STOPPED
+            raise
+        finally:
+            self.display.stop()
+            self.store.update_sweep(sweep.id, status=status, finished=True)
+            self.tracker.end_run(parent, "FINISHED" if status == "COMPLETED" else "KILLED")
+        return self.outcome(sweep.name)
+
+    def _start_tracking(self, sweep: SweepRow) -> tuple[str | None, str | None]:
+        exp = self.tracker.experiment(self.spec.name)
+        if exp is None:
+            return None, None
+        params = {
+            "sweep.method": self.spec.method,
+            "sweep.task": self.spec.task,
+            "sweep.seed": self.spec.seed,
+            **{f"fixed.{k}": v for k, v in self.spec.fixed.items()},
+        }
+        parent = self.tracker.start_run(exp, self.spec.name, params, tags={"spx.sweep": sweep.name})
+        self.tracker.log_text(parent, self.spec_text, "sweep.yaml")
+        return exp, parent
+
+    def outcome(self, name: str) -> SweepOutcome:
+        return outcome(
+            self.store, name, self.spec.objectives[0].metric, self.spec.objectives[0].goal
+        )
+
+
+def outcome(store: Store, name: str, metric: str, goal: str) -> SweepOutcome:
+    sweep = store.get_sweep(name)
+    trials = store.trials(sweep.id)
+    scored = [
+        t for t in trials if t.status == TrialStatus.COMPLETED and _value(t, metric) is not None
+    ]
+    sign = 1.0 if goal == "minimize" else -1.0
+    best = min(scored, key=lambda t: sign * _value(t, metric)) if scored else None  # type: ignore[operator]
+    return SweepOutcome(sweep, trials, best, metric)
+
+
+def _value(trial: TrialRow, metric: str) -> float | None:
+    value = (trial.metrics or {}).get(metric)
+    if value is None or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:60] or "sweep"
+
+
+class _Loop:
+    """One pass over the strategy's suggestions with bounded concurrency."""
+
+    def __init__(
+        self,
+        driver: Driver,
+        sweep: SweepRow,
+        strategy: Strategy,
+        exp: str | None,
+        parent: str | None,
+    ):
+        self.d, self.sweep, self.strategy = driver, sweep, strategy
+        self.exp, self.parent = exp, parent
+        self.queue = Queue()
+        self.running: dict[ray.ObjectRef, _Running] = {}
+        self.by_number: dict[int, _Running] = {}
+        self.exhausted = False
+        self.folder = checkpoint_folder(driver.settings, sweep)
+
+    def run(self) -> None:
+        try:
+            while True:
+                self._fill()
+                if not self.running:
+                    break
+                done, _ = ray.wait(list(self.running), num_returns=1, timeout=_POLL_S)
+                self._drain()
+                for ref in done:
+                    self._finish(ref)
+        except BaseException:
+            self._abort()
+            raise
+
+    def _fill(self) -> None:
+        limit = self.d.spec.resources.concurrent
+        while not self.exhausted and len(self.running) < limit:
+            suggestion = self.strategy.ask()
+            if suggestion is None:
+                self.exhausted = True
+                return
+            self._submit(suggestion)
+
+    def _submit(self, suggestion: Suggestion) -> None:
+        spec = self.d.spec
+        cfg = trial_config(spec, suggestion.params)
+        params = cfg.flat()
+        trial = self.d.store.add_trial(self.sweep.id, suggestion.number, params)
+        run_id = None
+        if self.exp is not None:
+            run_id = self.d.tracker.start_run(
+                self.exp,
+                f"trial-{suggestion.number}",
+                params,
+                parent=self.parent,
+                tags={"spx.sweep": self.sweep.name, "spx.trial": str(suggestion.number)},
+            )
+            self.d.tracker.log_text(run_id, cfg.model_dump_json(indent=2), "trial_config.json")
+        attempt = trial.attempt + 1
+        self.d.store.update_trial(
+            trial.id,
+            status=TrialStatus.RUNNING,
+            attempt=attempt,
+            mlflow_run_id=run_id,
+            started=True,
+            heartbeat=True,
+        )
+        r = spec.resources
+        job = TrialJob(
+            number=suggestion.number,
+            attempt=attempt,
+            config=cfg.model_dump(),
+            checkpoint_dir=str(self.folder / f"trial-{suggestion.number:05d}"),
+            data_dir=str(self.d.settings.home / "data"),
+            threads=max(1, int(r.cpus_per_worker)),
+        )
+        ref = submit(job, self.queue, r.cpus_per_worker, r.gpus_per_worker)
+        running = _Running(trial, run_id, suggestion.params)
+        self.running[ref] = running
+        self.by_number[suggestion.number] = running
+
+    def _drain(self) -> None:
+        size = self.queue.qsize()
+        if not size:
+            return
+        for event in self.queue.get_nowait_batch(size):
+            running = self.by_number.get(event["number"])
+            if running is None:
+                continue
+            if event["kind"] == "started":
+                self.d.store.update_trial(running.trial.id, node_id=event["node"], heartbeat=True)
+                self.d.display.started(event["number"], running.params)
+            elif event["kind"] == "report":
+                self._record(running, event["step"], event["metrics"])
+
+    def _record(self, running: _Running, step: int, metrics: dict[str, float]) -> None:
+        rows = [(step, name, float(value)) for name, value in metrics.items()]
+        self.d.store.upsert_metrics(running.trial.id, rows)
+        self.d.store.update_trial(running.trial.id, step=step, heartbeat=True)
+        self.d.tracker.log_metrics(running.run_id, rows)
+        self.d.display.reported(running.trial.number, step, metrics)
+
+    def _finish(self, ref: ray.ObjectRef) -> None:
+        running = self.running.pop(ref)
+        number = running.trial.number
+        self.by_number.pop(number, None)
+        objective = self.d.spec.objectives[0].metric
+        try:
+            result = ray.get(ref)
+        except Exception as exc:
+            error = _error_text(exc)
+            self.d.store.update_trial(
+                running.trial.id, status=TrialStatus.FAILED, error=error, finished=True
+            )
+            self.d.tracker.set_tags(running.run_id, {"spx.error": error[:5000]})
+            self.d.tracker.end_run(running.run_id, "FAILED")
+            self.strategy.tell(number, None, Outcome.FAILED)
+            self.d.display.finished(number, "FAILED", None, error)
+            return
+        metrics = result["metrics"]
+        self.d.store.update_trial(
+            running.trial.id,
+            status=TrialStatus.COMPLETED,
+            metrics=metrics,
+            node_id=result["node"],
+            finished=True,
+        )
+        self.d.tracker.end_run(running.run_id, "FINISHED")
+        value = metrics.get(objective)
+        self.strategy.tell(number, value, Outcome.COMPLETED)
+        self.d.display.finished(number, "COMPLETED", value, None)
+
+    def _abort(self) -> None:
+        """Interrupted or crashed: stop what runs and leave nothing marked RUNNING."""
+        try:
+            self._drain()
+        except Exception:  # the queue may be gone with Ray; what was stored stays stored
+            log.debug("could not drain the report queue while aborting", exc_info=True)
+        for ref, running in list(self.running.items()):
+            ray.cancel(ref, force=True)
+            self.d.store.update_trial(
+                running.trial.id,
+                status=TrialStatus.FAILED,
+                error="interrupted: the sweep was stopped",
+                finished=True,
+            )
+            self.d.tracker.end_run(running.run_id, "KILLED")
+        self.running.clear()
+
+
+def _error_text(exc: BaseException) -> str:
+    """The user's error, not Ray's wrapping of it."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        return f"{type(cause).__name__}: {cause}"
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
+
+
+def launch(
+    spec: SweepSpec, spec_text: str, settings: Settings, display: PlainDisplay
+) -> SweepOutcome:
+    """Run a whole sweep and return its outcome."""
+    return Driver(spec, spec_text, settings, display).run()
+
+
+def checkpoint_folder(settings: Settings, sweep: SweepRow) -> Path:
+    return settings.checkpoints / f"{sweep.id}-{_slug(sweep.name)}"

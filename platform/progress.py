@@ -1,0 +1,154 @@
+"""Live progress of a sweep: a rich panel on a terminal, plain lines everywhere else."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+
+class Display(Protocol):
+    def start(self, name: str, total: int | None) -> None: ...
+    def started(self, number: int, params: dict[str, Any]) -> None: ...
+    def reported(self, number: int, step: int, metrics: dict[str, float]) -> None: ...
+    def finished(
+        self, number: int, status: str, value: float | None, error: str | None
+    ) -> None: ...
+    def stop(self) -> None: ...
+
+
+@dataclass
+class _Tally:
+    metric: str
+    goal: str
+    total: int | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    running: dict[int, tuple[int, float | None]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    best: tuple[int, float] | None = None
+    durations: list[float] = field(default_factory=list)
+    begun: dict[int, float] = field(default_factory=dict)
+
+    def finish(self, number: int, status: str, value: float | None) -> None:
+        self.running.pop(number, None)
+        self.counts[status] = self.counts.get(status, 0) + 1
+        if number in self.begun:
+            self.durations.append(time.monotonic() - self.begun.pop(number))
+        if status == "COMPLETED" and value is not None and self._better(value):
+            self.best = (number, value)
+
+    def _better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value < self.best[1] if self.goal == "minimize" else value > self.best[1]
+
+    def done(self) -> int:
+        return sum(self.counts.values())
+
+    def eta(self, concurrent: int) -> float | None:
+        if self.total is None or not self.durations:
+            return None
+        left = self.total - self.done()
+        mean = sum(self.durations) / len(self.durations)
+        return max(0.0, left * mean / max(1, min(concurrent, left or 1)))
+
+
+def _fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "…"
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+class PlainDisplay:
+    """One line per event: for logs, CI and pipes."""
+
+    def __init__(self, metric: str, goal: str, stream: Any = None):
+        self.tally = _Tally(metric, goal)
+        self.stream = stream or sys.stdout
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def start(self, name: str, total: int | None) -> None:
+        self.tally.total = total
+        self._say(f"sweep {name}: {total if total is not None else '?'} trials")
+
+    def started(self, number: int, params: dict[str, Any]) -> None:
+        self.tally.begun[number] = time.monotonic()
+        self.tally.running[number] = (0, None)
+        shown = ", ".join(f"{k}={v}" for k, v in params.items())
+        self._say(f"trial {number} started  {shown}")
+
+    def reported(self, number: int, step: int, metrics: dict[str, float]) -> None:
+        self.tally.running[number] = (step, metrics.get(self.tally.metric))
+
+    def finished(self, number: int, status: str, value: float | None, error: str | None) -> None:
+        self.tally.finish(number, status, value)
+        t = self.tally
+        result = f"{t.metric}={value:.4f}" if value is not None else (error or "")
+        total = t.total if t.total is not None else "?"
+        self._say(f"trial {number} {status}  {result}  [{t.done()}/{total} done]")
+
+    def stop(self) -> None:
+        """Plain lines need no clean-up."""
+
+
+class LiveDisplay(PlainDisplay):
+    """A rich panel: counts by state, the running trials, best so far, ETA."""
+
+    def __init__(self, metric: str, goal: str, concurrent: int, console: Console | None = None):
+        super().__init__(metric, goal)
+        self.concurrent = concurrent
+        self.console = console or Console()
+        self.live = Live(console=self.console, refresh_per_second=4, transient=False)
+        self.name = ""
+
+    def _say(self, text: str) -> None:
+        self.live.update(self._render())
+
+    def start(self, name: str, total: int | None) -> None:
+        self.name = name
+        self.tally.total = total
+        self.live.start()
+        self.live.update(self._render())
+
+    def finished(self, number: int, status: str, value: float | None, error: str | None) -> None:
+        super().finished(number, status, value, error)
+        line = f"{self.tally.metric}={value:.4f}" if value is not None else (error or "")[:120]
+        self.live.console.print(f"trial {number} [bold]{status}[/]  {escape(line)}")
+
+    def reported(self, number: int, step: int, metrics: dict[str, float]) -> None:
+        super().reported(number, step, metrics)
+        self.live.update(self._render())
+
+    def _render(self) -> Group:
+        t = self.tally
+        counts = "  ".join(f"{k.lower()} {v}" for k, v in sorted(t.counts.items())) or "none yet"
+        best = f"trial {t.best[0]}: {t.metric}={t.best[1]:.4f}" if t.best else "…"
+        head = Table.grid(padding=(0, 2))
+        head.add_row(f"[bold]{self.name}[/]", f"{t.done()}/{t.total or '?'} done", counts)
+        head.add_row(
+            f"running {len(t.running)}", f"best {best}", f"ETA {_fmt_eta(t.eta(self.concurrent))}"
+        )
+        rows = Table(box=None, show_header=True, header_style="dim")
+        rows.add_column("trial")
+        rows.add_column("step", justify="right")
+        rows.add_column(t.metric, justify="right")
+        for number, (step, value) in sorted(t.running.items()):
+            rows.add_row(str(number), str(step), "…" if value is None else f"{value:.4f}")
+        return Group(head, rows)
+
+    def stop(self) -> None:
+        self.live.stop()
+
+
+def make_display(metric: str, goal: str, concurrent: int, live: bool | None = None) -> PlainDisplay:
+    if live is None:
+        live = sys.stdout.isatty()
+    return LiveDisplay(metric, goal, concurrent) if live else PlainDisplay(metric, goal)

@@ -1,0 +1,20 @@
+"""The JSON Schema of the sweep file, generated from the models (never written by hand)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spx.platform.spec import SweepSpec
+from spx.workers.config import TrialConfig, known_keys
+
+
+def sweep_schema() -> dict[str, Any]:
+    """SweepSpec's schema, with ``fixed`` and ``parameters`` keys limited to trial keys."""
+    schema = SweepSpec.model_json_schema()
+    keys = {"enum": known_keys()}
+    props = schema["properties"]
+    props["fixed"]["propertyNames"] = keys
+    props["parameters"]["propertyNames"] = keys
+    schema["$defs"]["TrialConfig"] = TrialConfig.model_json_schema()
+    schema["title"] = "spx sweep file"
+    return schema

@@ -1,0 +1,293 @@
+"""The sweep file: a validated :class:`SweepSpec`, or a ConfigError naming the field.
+
+Loading does everything that can fail on bad input before anything is written: YAML
+parsing (safe loader), the schema, the method and task names, every trial key and value,
+and every task-specific rule on the resolved trial configs.
+
+>>> spec = parse_spec('''
+... name: demo
+... task: digits-mlp
+... method: grid
+... parameters:
+...   prune.sparsity: {values: [0.5, 0.9]}
+... ''')
+>>> spec.name, len(resolve_trials(spec))
+('demo', 2)
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from spx.errors import ConfigError
+from spx.search.space import Axis, Categorical, FloatRange, IntRange, Space
+from spx.search.strategies import STRATEGIES, build_strategy
+from spx.workers.config import TrialConfig
+from spx.workers.tasks import build_task, task_class
+
+SPEC_METHODS = ("grid", "random", "tpe", "cmaes", "nsga2", "random-nas", "dass", "oto")
+MAX_FILE_BYTES = 1_000_000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Values(_Strict):
+    values: list[Any] = Field(min_length=1)
+
+
+class Range(_Strict):
+    min: float
+    max: float
+    log: bool = False
+    int: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> Range:
+        if not (math.isfinite(self.min) and math.isfinite(self.max)):
+            raise ValueError(f"min and max must be finite (got min={self.min}, max={self.max})")
+        if self.min > self.max:
+            raise ValueError(f"min must not exceed max (got min={self.min}, max={self.max})")
+        if self.log and self.min <= 0:
+            raise ValueError(f"a log range needs min > 0 (got min={self.min})")
+        if self.int and (self.min != round(self.min) or self.max != round(self.max)):
+            raise ValueError(f"an int range needs whole bounds (got {self.min}..{self.max})")
+        return self
+
+    def axis(self) -> Axis:
+        if self.int:
+            return IntRange(int(self.min), int(self.max), self.log)
+        return FloatRange(self.min, self.max, self.log)
+
+
+def _axis_kind(value: Any) -> str:
+    return "values" if not isinstance(value, dict) or "values" in value else "range"
+
+
+ParamSpec = Annotated[
+    Annotated[Values, Tag("values")] | Annotated[Range, Tag("range")], Discriminator(_axis_kind)
+]
+
+
+class Objective(_Strict):
+    metric: str = "val/loss"
+    goal: Literal["minimize", "maximize"] = "minimize"
+
+
+class EarlyStop(_Strict):
+    type: Literal["asha", "median", "hyperband"]
+    metric: str | None = None
+    grace: int = Field(1, ge=1)
+    reduction: int = Field(3, ge=2)
+
+
+class Resources(_Strict):
+    concurrent: int = Field(2, ge=1, le=10_000)
+    workers_per_trial: int = Field(1, ge=1, le=1024)
+    cpus_per_worker: float = Field(1.0, gt=0, le=1024)
+    gpus_per_worker: float = Field(0.0, ge=0, le=64)
+
+
+class SweepSpec(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    task: str
+    method: str = "grid"
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    trials: int | None = Field(None, ge=1, le=1_000_000)
+    objective: Objective | list[Objective] = Objective()
+    fixed: dict[str, Any] = {}
+    parameters: dict[str, ParamSpec] = {}
+    early_stop: EarlyStop | None = None
+    resources: Resources = Resources()
+    retries: int = Field(1, ge=0, le=100)
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, v: str) -> str:
+        if not v.strip() or not v.isprintable() or "/" in v:
+            raise ValueError("a sweep name must be printable text without '/'")
+        return v
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, v: str) -> str:
+        try:
+            task_class(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("task: ").rsplit(" (got", 1)[0]) from None
+        return v
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        if v not in SPEC_METHODS:
+            raise ValueError(f"unknown method {v!r}; choose one of {list(SPEC_METHODS)}")
+        if v not in STRATEGIES:
+            raise ValueError(
+                f"method {v!r} is not available in this version of spx; "
+                f"available: {sorted(STRATEGIES)}"
+            )
+        return v
+
+    @property
+    def objectives(self) -> list[Objective]:
+        return self.objective if isinstance(self.objective, list) else [self.objective]
+
+    def space(self) -> Space:
+        return {
+            k: Categorical(tuple(p.values)) if isinstance(p, Values) else p.axis()
+            for k, p in self.parameters.items()
+        }
+
+    def budget(self) -> int:
+        return self.trials if self.trials is not None else 10
+
+
+def load_spec(path: str | Path, name: str | None = None) -> tuple[SweepSpec, str]:
+    """Read and validate a sweep file (``name`` overrides its name); returns spec and text."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("sweep file not found", field="file", value=str(path))
+    raw = path.read_bytes()
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"sweep file is larger than {MAX_FILE_BYTES} bytes", field="file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError("sweep file is not UTF-8 text", field="file", value=str(path)) from None
+    return parse_spec(text, name), text
+
+
+def parse_spec(text: str, name: str | None = None) -> SweepSpec:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("a sweep file must be a YAML mapping of keys", field="file", value=data)
+    if name is not None:
+        data["name"] = name
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _schema_error(exc) from None
+    _check_axes(spec)
+    resolve_trials(spec)
+    return spec
+
+
+def spec_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def resolve_trials(spec: SweepSpec, limit: int | None = None) -> list[TrialConfig]:
+    """The trial configs the sweep will run (the first ``limit`` of them), validated."""
+    strategy = build_strategy(spec.method, spec.space(), spec.budget(), spec.seed)
+    task = build_task(spec.task)
+    out: list[TrialConfig] = []
+    while limit is None or len(out) < limit:
+        suggestion = strategy.ask()
+        if suggestion is None:
+            break
+        where = "parameters." if suggestion.params else "fixed."
+        cfg = TrialConfig.from_flat(spec.task, {**spec.fixed, **suggestion.params}, where)
+        _task_check(task, cfg, where)
+        out.append(cfg)
+    if not out:
+        raise ConfigError("the sweep resolves to no trials", field="parameters")
+    return out
+
+
+def trial_config(spec: SweepSpec, params: dict[str, Any]) -> TrialConfig:
+    return TrialConfig.from_flat(spec.task, {**spec.fixed, **params})
+
+
+def _task_check(task: Any, cfg: TrialConfig, where: str) -> None:
+    try:
+        task.validate(cfg)
+    except ConfigError as exc:
+        raise ConfigError(
+            str(exc).split(": ", 1)[-1], field=f"{where}{exc.field}" if exc.field else None
+        ) from None
+
+
+def _check_axes(spec: SweepSpec) -> None:
+    """Each key must be a trial key, and every value or bound of an axis must be valid."""
+    both = set(spec.fixed) & set(spec.parameters)
+    if both:
+        key = sorted(both)[0]
+        raise ConfigError("a key cannot be both fixed and searched", field=f"parameters.{key}")
+    TrialConfig.from_flat(spec.task, dict(spec.fixed), "fixed.")
+    for key, axis in spec.parameters.items():
+        if spec.method == "grid" and isinstance(axis, Range):
+            raise ConfigError(
+                "grid search needs a list of values, not a min/max range",
+                field=f"parameters.{key}",
+            )
+        probes = axis.values if isinstance(axis, Values) else [axis.min, axis.max]
+        if isinstance(axis, Range) and axis.int:
+            probes = [int(p) for p in probes]
+        for i, value in enumerate(probes):
+            where = f"parameters.{key}.values[{i}]" if isinstance(axis, Values) else None
+            try:
+                TrialConfig.from_flat(spec.task, {**spec.fixed, key: value})
+            except ConfigError as exc:
+                bound = ("min", "max")[i] if isinstance(axis, Range) else ""
+                raise ConfigError(
+                    str(exc).split(": ", 1)[-1].rsplit(" (got", 1)[0],
+                    field=where or f"parameters.{key}.{bound}",
+                    value=value,
+                ) from None
+
+
+def _schema_error(exc: ValidationError) -> ConfigError:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    # Union members (Values | Range) add their class name to the location: drop it.
+    loc = [p for p in loc if p not in {"values", "range", "Objective", "list[Objective]"}]
+    field = ".".join(loc) or None
+    if err["type"] == "extra_forbidden":
+        return _unknown_key(loc)
+    if err["type"] == "missing":
+        return ConfigError("required key is missing", field=field)
+    msg = err["msg"].removeprefix("Value error, ")
+    value = err.get("input", ...)
+    return ConfigError(msg, field=field, value=value if not isinstance(value, dict) else ...)
+
+
+def _unknown_key(loc: list[str]) -> ConfigError:
+    model: Any = SweepSpec
+    for part in loc[:-1]:
+        info = getattr(model, "model_fields", {}).get(part)
+        annotation = getattr(info, "annotation", None)
+        model = annotation if isinstance(annotation, type) else None
+        if model is None:
+            break
+    names = list(getattr(model, "model_fields", {})) if model else []
+    if loc[:1] == ["parameters"]:
+        names = ["values", "min", "max", "log", "int"]
+    hint = difflib.get_close_matches(loc[-1], names, n=1)
+    msg = f"unknown key; did you mean {hint[0]!r}?" if hint else "unknown key"
+    if names and not hint:
+        msg += f" (allowed: {', '.join(names)})"
+    return ConfigError(msg, field=".".join(loc))

@@ -1,0 +1,47 @@
+"""What a search strategy is: ``ask()`` for the next config, ``tell()`` what it scored.
+
+A strategy never talks to the store, MLflow or Ray; the driver asks, runs, and tells.
+
+>>> from spx.search.space import Categorical
+>>> class FirstOnly:
+...     def __init__(self): self.asked = False
+...     total = 1
+...     def ask(self):
+...         if self.asked: return None
+...         self.asked = True
+...         return Suggestion(0, {"prune.sparsity": 0.5})
+...     def tell(self, number, value, status): pass
+>>> FirstOnly().ask()
+Suggestion(number=0, params={'prune.sparsity': 0.5})
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    number: int
+    params: dict[str, Any]
+
+
+class Outcome(StrEnum):
+    COMPLETED = "COMPLETED"
+    PRUNED = "PRUNED"
+    FAILED = "FAILED"
+
+
+class Strategy(Protocol):
+    total: int | None
+    """How many trials the strategy will suggest, when it knows."""
+
+    def ask(self) -> Suggestion | None:
+        """The next trial to run, or None when the strategy is done."""
+        ...
+
+    def tell(self, number: int, value: float | None, outcome: Outcome) -> None:
+        """The objective value of a finished trial (None when it has none)."""
+        ...

@@ -1,0 +1,255 @@
+"""The ``spx`` command: thin typer commands over platform/ (and, later, dashboards/).
+
+Exit codes: 0 ok, 1 runtime error, 2 bad input, 3 sweep finished with failed trials,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from spx.errors import ConfigError, SpxError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+sweep_app = typer.Typer(no_args_is_help=True, help="Validate, launch and inspect sweeps.")
+app.add_typer(sweep_app, name="sweep")
+out = Console(soft_wrap=True)
+
+Store_ = Annotated[str | None, typer.Option("--store", help="results store URL (SPX_STORE_URL)")]
+Tracking = Annotated[
+    str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (MLFLOW_TRACKING_URI)")
+]
+Address = Annotated[str | None, typer.Option("--address", help="Ray cluster address (RAY_ADDRESS)")]
+AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+def _settings(store: str | None = None, tracking: str | None = None, address: str | None = None):
+    from spx.platform.settings import resolve
+
+    return resolve(store, tracking, address)
+
+
+def _open_store(store: str | None):
+    from spx.platform.store import Store
+
+    return Store.open(_settings(store).store_url)
+
+
+@sweep_app.command("schema")
+def schema() -> None:
+    """Print the JSON Schema of the sweep file (for editors)."""
+    from spx.platform.schema import sweep_schema
+
+    print(json.dumps(sweep_schema(), indent=2))
+
+
+@sweep_app.command("validate")
+def validate(file: Path, show: Annotated[int, typer.Option(help="configs to print")] = 3) -> None:
+    """Check a sweep file; print its trial count and first resolved configs."""
+    from spx.platform.spec import load_spec, resolve_trials
+
+    spec, _ = load_spec(file)
+    configs = resolve_trials(spec)
+    note = " (grid: `trials` is ignored)" if spec.method == "grid" and spec.trials else ""
+    out.print(f"[green]ok[/]: {spec.name}: {len(configs)} trials, method {spec.method}{note}")
+    flats = [c.flat() for c in configs]
+    varied = [k for k in flats[0] if len({json.dumps(f[k]) for f in flats}) > 1]
+    for i, flat in enumerate(flats[:show]):
+        shown = ", ".join(f"{k}={flat[k]}" for k in varied) or "(every trial alike)"
+        out.print(f"  trial {i}: {shown}")
+
+
+@sweep_app.command("launch")
+def launch(
+    file: Path,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="validate and show; run nothing")
+    ] = False,
+    store: Store_ = None,
+    tracking_uri: Tracking = None,
+    address: Address = None,
+    plain: Annotated[bool, typer.Option("--plain", help="plain lines, no live panel")] = False,
+    name: Annotated[str | None, typer.Option("--name", help="override the file's name")] = None,
+) -> None:
+    """Run a sweep: trials on Ray, results in the store and MLflow."""
+    from spx.platform.driver import launch as run_sweep
+    from spx.platform.progress import make_display
+    from spx.platform.spec import load_spec
+
+    if dry_run:
+        validate(file)
+        return
+    spec, text = load_spec(file, name)
+    settings = _settings(store, tracking_uri, address)
+    goal = spec.objectives[0]
+    display = make_display(
+        goal.metric, goal.goal, spec.resources.concurrent, None if not plain else False
+    )
+    result = run_sweep(spec, text, settings, display)
+    _summary(result, settings)
+    if result.failed:
+        raise typer.Exit(3)
+
+
+def _summary(result, settings) -> None:
+    from spx.platform.settings import mask_url
+
+    t = result.trials
+    done = sum(x.status == "COMPLETED" for x in t)
+    out.print(
+        f"\n[bold]{result.sweep.name}[/]: {done} completed, {result.failed} failed of {len(t)}"
+    )
+    if result.best is not None:
+        b = result.best
+        value = (b.metrics or {}).get(result.objective)
+        out.print(f"best trial {b.number}: {result.objective}={value:.4f}")
+        out.print("  " + ", ".join(f"{k}={b.params[k]}" for k in _varied(t)))
+    out.print(f"store:  {mask_url(settings.store_url)}")
+    out.print(f"        spx sweep show {_quote(result.sweep.name)}")
+    out.print(
+        f"MLflow: spx ui   (serves {mask_url(settings.tracking_uri)} at http://127.0.0.1:5000)"
+    )
+
+
+def _varied(trials) -> list[str]:
+    keys = sorted({k for t in trials for k in t.params})
+    return [k for k in keys if len({json.dumps(t.params.get(k)) for t in trials}) > 1]
+
+
+def _quote(name: str) -> str:
+    return name if name.replace("-", "").replace("_", "").isalnum() else repr(name)
+
+
+@sweep_app.command("list")
+def list_sweeps(store: Store_ = None, as_json: AsJson = False) -> None:
+    """List the sweeps in the store."""
+    from spx.platform.views import sweep_dict, to_json
+
+    db = _open_store(store)
+    rows = [sweep_dict(s, db.trials(s.id)) for s in db.list_sweeps()]
+    if as_json:
+        print(to_json(rows))
+        return
+    table = Table("name", "task", "method", "status", "trials", "created")
+    for r in rows:
+        table.add_row(
+            r["name"],
+            r["task"],
+            r["method"],
+            r["status"],
+            str(r["trials"]),
+            (r["created_at"] or "")[:19],
+        )
+    out.print(table)
+
+
+@sweep_app.command("status")
+def status(name: str, store: Store_ = None, as_json: AsJson = False) -> None:
+    """One sweep's state and trial counts."""
+    from spx.platform.views import sweep_dict, to_json
+
+    db = _open_store(store)
+    sweep = db.get_sweep(name)
+    data = sweep_dict(sweep, db.trials(sweep.id))
+    if as_json:
+        print(to_json(data))
+        return
+    counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(data["counts"].items()))
+    out.print(f"{name}: {data['status']}, {data['trials']} trials ({counts or 'none'})")
+
+
+@sweep_app.command("show")
+def show(name: str, store: Store_ = None, as_json: AsJson = False) -> None:
+    """A sweep and every trial: number, status, params, final metrics."""
+    from spx.platform.views import sweep_dict, to_json, trial_dict
+
+    db = _open_store(store)
+    sweep = db.get_sweep(name)
+    trials = db.trials(sweep.id)
+    if as_json:
+        print(
+            to_json({"sweep": sweep_dict(sweep, trials), "trials": [trial_dict(t) for t in trials]})
+        )
+        return
+    varied = _varied(trials)
+    metrics = ["val/loss", "val/acc", "model/sparsity", "model/params_avg"]
+    table = Table("trial", "status", *varied, *metrics)
+    for t in trials:
+        m = t.metrics or {}
+        cells = [f"{m[k]:.4g}" if isinstance(m.get(k), int | float) else "" for k in metrics]
+        table.add_row(str(t.number), str(t.status), *(str(t.params.get(k)) for k in varied), *cells)
+    out.print(table)
+
+
+@sweep_app.command("export")
+def export(
+    name: str,
+    output: Annotated[Path, typer.Option("-o", "--output", help="file to write")],
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="csv or json (default: by suffix)")
+    ] = None,
+    store: Store_ = None,
+) -> None:
+    """Write the trials with their params and final metrics as CSV or JSON."""
+    from spx.platform.views import flat_rows, to_csv, to_json
+
+    kind = (fmt or output.suffix.lstrip(".") or "csv").lower()
+    if kind not in {"csv", "json"}:
+        raise ConfigError("export format must be csv or json", field="--format", value=kind)
+    db = _open_store(store)
+    rows = flat_rows(db.trials(db.get_sweep(name).id))
+    text = to_csv(rows) if kind == "csv" else to_json(rows)
+    tmp = output.with_name(output.name + ".part")
+    tmp.write_text(text)
+    os.replace(tmp, output)
+    out.print(f"wrote {len(rows)} trials to {output}")
+
+
+@app.command("ui")
+def ui(
+    which: Annotated[str, typer.Argument(help="mlflow")] = "mlflow",
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 5000,
+    tracking_uri: Tracking = None,
+) -> None:
+    """Serve the MLflow UI on the same backend spx writes to."""
+    from spx.platform.tracking import ui_command
+
+    if which != "mlflow":
+        raise ConfigError("unknown UI; choose mlflow", field="which", value=which)
+    settings = _settings(tracking=tracking_uri)
+    cmd = ui_command(settings.tracking_uri, settings.artifacts, host, port)
+    exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    out.print(f"MLflow UI at http://{host}:{port}  (Ctrl-C to stop)")
+    raise typer.Exit(subprocess.call([exe, *cmd[1:]]))
+
+
+def main() -> None:
+    try:
+        code = app(standalone_mode=False)
+    except SpxError as exc:
+        from spx.platform.settings import mask_url
+
+        Console(stderr=True, soft_wrap=True).print(
+            Text.assemble(("error", "red"), ": ", mask_url(str(exc))), highlight=False
+        )
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        Console(stderr=True).print("interrupted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,164 @@
+"""The trial config: one typed tree, built once from the sweep's dotted keys.
+
+A sweep file speaks in dotted keys (``train.lr``, ``prune.schedule.start``); a trial sees
+only :class:`TrialConfig`. ``TrialConfig.from_flat`` is the single place where dotted keys
+become the tree, and where an unknown key becomes a :class:`~spx.errors.ConfigError` with a
+did-you-mean.
+
+>>> cfg = TrialConfig.from_flat("digits-mlp", {"train.steps": 50, "prune.sparsity": 0.5})
+>>> cfg.train.steps, cfg.prune.sparsity, cfg.prune.schedule.kind
+(50, 0.5, 'cubic')
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from spx.errors import ConfigError
+
+
+class _Node(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Node):
+    width: int = Field(128, ge=1, le=65536, description="hidden width / embedding size")
+    depth: int = Field(2, ge=1, le=256, description="hidden layers / transformer blocks")
+    heads: int = Field(4, ge=1, le=256, description="attention heads (code-gpt)")
+    context: int = Field(64, ge=2, le=8192, description="sequence length in bytes (code-gpt)")
+
+
+class TrainConfig(_Node):
+    steps: int = Field(300, ge=1, le=10_000_000)
+    batch_size: int = Field(64, ge=1, le=1_000_000)
+    lr: float = Field(3e-3, gt=0, le=10)
+    weight_decay: float = Field(0.0, ge=0, le=10)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    report_every: int = Field(25, ge=1, description="steps between metric reports")
+    checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0: at end")
+
+
+class ScheduleConfig(_Node):
+    kind: Literal["cubic", "one-shot", "constant"] = "cubic"
+    start: float = Field(0.0, ge=0, le=1, description="fraction of train.steps")
+    end: float = Field(0.75, ge=0, le=1, description="fraction of train.steps")
+    every: int = Field(10, ge=1, description="steps between mask updates")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ScheduleConfig:
+        if self.start > self.end:
+            raise ValueError(f"start must not exceed end (got start={self.start}, end={self.end})")
+        return self
+
+
+class PruneConfig(_Node):
+    method: str = "none"
+    sparsity: float = Field(0.0, ge=0, lt=1, description="target fraction of zeros")
+    schedule: ScheduleConfig = ScheduleConfig()
+    embeddings: bool = Field(False, description="also prune embedding tables")
+
+    @model_validator(mode="after")
+    def _known_method(self) -> PruneConfig:
+        from spx.workers.methods import METHODS  # late: methods import this module's types
+
+        if self.method not in METHODS:
+            raise ValueError(
+                f"unknown prune.method {self.method!r}; choose one of {sorted(METHODS)}"
+            )
+        return self
+
+
+class CommConfig(_Node):
+    strategy: Literal["ddp", "diloco", "sparseloco"] = "ddp"
+    inner_steps: int = Field(15, ge=1)
+    topk: int = Field(64, ge=1)
+    chunk: int = Field(64, ge=1)
+    bits: Literal[2, 4, 8] = 2
+    ef_decay: float = Field(0.95, ge=0, le=1)
+
+
+class TrialConfig(_Node):
+    task: str
+    engine: Literal["torch", "deepspeed"] = "torch"
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    prune: PruneConfig = PruneConfig()
+    comm: CommConfig = CommConfig()
+
+    @classmethod
+    def from_flat(cls, task: str, flat: dict[str, Any], where: str = "") -> TrialConfig:
+        """Build a config from dotted keys; errors name ``where`` + the dotted key."""
+        nested: dict[str, Any] = {"task": task}
+        for key, value in _expand(flat).items():
+            _check_key(key, where)
+            _insert(nested, key.split("."), value, where)
+        try:
+            return cls.model_validate(nested)
+        except ValidationError as exc:
+            raise _to_config_error(exc, where) from None
+
+    def flat(self) -> dict[str, Any]:
+        """The config as dotted keys, for MLflow params and SQL columns."""
+        return flatten(self.model_dump(exclude={"task"}))
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _expand(flat: dict[str, Any]) -> dict[str, Any]:
+    """A mapping value sets several keys at once: ``model: {width: 64}`` is ``model.width``."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        if isinstance(value, dict) and value:
+            out.update(_expand({f"{key}.{k}": v for k, v in value.items()}))
+        else:
+            out[key] = value
+    return out
+
+
+def known_keys() -> list[str]:
+    """Every dotted trial key a sweep may set."""
+    keys = sorted(flatten(TrialConfig(task="_").model_dump(exclude={"task"})))
+    return ["engine"] + [k for k in keys if k != "engine"]
+
+
+def _check_key(key: str, where: str) -> None:
+    keys = known_keys()
+    if key in keys:
+        return
+    hint = difflib.get_close_matches(key, keys, n=1)
+    msg = f"unknown trial key; did you mean {hint[0]!r}?" if hint else "unknown trial key"
+    if not hint:
+        msg += f" (known keys: {', '.join(keys)})"
+    raise ConfigError(msg, field=f"{where}{key}" if where else key)
+
+
+def _insert(tree: dict[str, Any], parts: list[str], value: Any, where: str) -> None:
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def _to_config_error(exc: ValidationError, where: str) -> ConfigError:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if p != "task")
+    msg = err["msg"].removeprefix("Value error, ")
+    field = f"{where}{loc}" if loc else where.rstrip(".") or None
+    value = err.get("input", ...)
+    if isinstance(value, dict):  # a model-level check: the message already shows the values
+        value = ...
+    return ConfigError(msg, field=field, value=value)

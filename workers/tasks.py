@@ -1,0 +1,187 @@
+"""Workloads: what a trial trains on. Each task builds its model, its batches and its eval.
+
+Register a task with :func:`register`; the sweep's ``task:`` names one.
+
+>>> sorted(TASKS)
+['code-gpt', 'digits-mlp']
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from spx.errors import ConfigError
+from spx.workers import corpus, digits
+from spx.workers.config import TrialConfig
+from spx.workers.gpt import GPT
+from spx.workers.mlp import MLP
+
+Batch = tuple[Tensor, Tensor]
+
+
+@dataclass
+class Task:
+    """Base class of a workload. ``data_dir`` is where built datasets are cached."""
+
+    name: ClassVar[str]
+    data_dir: Path = field(default_factory=lambda: Path(".spx/data"))
+
+    def validate(self, cfg: TrialConfig) -> None:
+        """Raise ConfigError for configs this task cannot run."""
+
+    def build_model(self, cfg: TrialConfig) -> nn.Module:
+        raise NotImplementedError
+
+    def batches(self, cfg: TrialConfig, generator: torch.Generator) -> Iterator[Batch]:
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, cfg: TrialConfig) -> dict[str, float]:
+        raise NotImplementedError
+
+    def tokens_per_batch(self, cfg: TrialConfig) -> int:
+        return cfg.train.batch_size
+
+    def example_input(self, cfg: TrialConfig) -> Tensor:
+        """One example (batch of one), used to count FLOPs per example."""
+        raise NotImplementedError
+
+
+class DigitsMLP(Task):
+    """An MLP on the 8x8 digits; reports val/loss (nats) and val/acc."""
+
+    name = "digits-mlp"
+
+    def build_model(self, cfg: TrialConfig) -> nn.Module:
+        return MLP(64, 10, cfg.model.width, cfg.model.depth)
+
+    def batches(self, cfg: TrialConfig, generator: torch.Generator) -> Iterator[Batch]:
+        train, _ = digits.load()
+        while True:
+            idx = torch.randint(len(train.y), (cfg.train.batch_size,), generator=generator)
+            yield train.x[idx], train.y[idx]
+
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        return F.cross_entropy(model(batch[0]), batch[1])
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, cfg: TrialConfig) -> dict[str, float]:
+        _, val = digits.load()
+        logits = model(val.x)
+        return {
+            "val/loss": float(F.cross_entropy(logits, val.y)),
+            "val/acc": float((logits.argmax(1) == val.y).float().mean()),
+        }
+
+    def example_input(self, cfg: TrialConfig) -> Tensor:
+        return digits.load()[0].x[:1]
+
+
+class CodeGPT(Task):
+    """A byte-level GPT on the standard library's sources; val/loss is nats per byte."""
+
+    name = "code-gpt"
+    eval_batches: ClassVar[int] = 8
+
+    def validate(self, cfg: TrialConfig) -> None:
+        if cfg.model.width % cfg.model.heads:
+            raise ConfigError(
+                f"model.width must be divisible by model.heads ({cfg.model.heads})",
+                field="model.width",
+                value=cfg.model.width,
+            )
+
+    def build_model(self, cfg: TrialConfig) -> nn.Module:
+        m = cfg.model
+        return GPT(256, m.context, m.width, m.depth, m.heads)
+
+    def _windows(self, data: np.ndarray, starts: Tensor, context: int) -> Batch:
+        rows = np.stack([data[s : s + context + 1] for s in starts.tolist()]).astype(np.int64)
+        seq = torch.from_numpy(rows)
+        return seq[:, :-1], seq[:, 1:]
+
+    def batches(self, cfg: TrialConfig, generator: torch.Generator) -> Iterator[Batch]:
+        train, _ = corpus.load(self.data_dir)
+        ctx = cfg.model.context
+        while True:
+            starts = torch.randint(
+                len(train) - ctx - 1, (cfg.train.batch_size,), generator=generator
+            )
+            yield self._windows(train, starts, ctx)
+
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        logits = model(batch[0])
+        return F.cross_entropy(logits.flatten(0, 1), batch[1].flatten())
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, cfg: TrialConfig) -> dict[str, float]:
+        _, val = corpus.load(self.data_dir)
+        ctx, n = cfg.model.context, self.eval_batches * cfg.train.batch_size
+        # Fixed, evenly spaced windows: every trial is scored on the same bytes.
+        starts = torch.linspace(0, len(val) - ctx - 2, n).long()
+        loss = correct = 0.0
+        for chunk in starts.split(cfg.train.batch_size):
+            x, y = self._windows(val, chunk, ctx)
+            logits = model(x)
+            loss += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
+            correct += float((logits.argmax(-1) == y).sum())
+        count = n * ctx
+        return {"val/loss": loss / count, "val/acc": correct / count}
+
+    def tokens_per_batch(self, cfg: TrialConfig) -> int:
+        return cfg.train.batch_size * cfg.model.context
+
+    def example_input(self, cfg: TrialConfig) -> Tensor:
+        return torch.zeros(1, cfg.model.context, dtype=torch.long)
+
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register(cls: type[Task]) -> type[Task]:
+    TASKS[cls.name] = cls
+    return cls
+
+
+def task_class(name: str) -> type[Task]:
+    """A registered task, or ``package.module:ClassName`` naming your own Task subclass.
+
+    The second form imports and runs your code, in the driver and in every worker: name
+    only modules you trust.
+    """
+    if name in TASKS:
+        return TASKS[name]
+    if ":" not in name:
+        raise ConfigError(
+            f"unknown task; choose one of {sorted(TASKS)} or name your own as module:Class",
+            field="task",
+            value=name,
+        )
+    module_name, _, attr = name.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import the task ({exc})", field="task", value=name) from None
+    if not (isinstance(found, type) and issubclass(found, Task)):
+        raise ConfigError("a custom task must be a Task subclass", field="task", value=name)
+    return found
+
+
+def build_task(name: str, data_dir: Path | None = None) -> Task:
+    cls = task_class(name)
+    return cls(data_dir) if data_dir else cls()
+
+
+for _cls in (DigitsMLP, CodeGPT):
+    register(_cls)
