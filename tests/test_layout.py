@@ -11,7 +11,10 @@ ROOMS = ("platform", "workers", "search", "kernels", "dashboards")
 def test_stdlib_platform_is_not_shadowed_from_the_repo_root():
     out = subprocess.run(
         [sys.executable, "-c", "import platform, torch; print(platform.system())"],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert out.stdout.strip() == "Linux"
 
@@ -19,7 +22,9 @@ def test_stdlib_platform_is_not_shadowed_from_the_repo_root():
 def test_pytest_collects_from_the_repo_root():
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "--co", "-q", "tests/test_layout.py"],
-        cwd=REPO, capture_output=True, text=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "test_stdlib_platform_is_not_shadowed_from_the_repo_root" in out.stdout

@@ -1,0 +1,82 @@
+"""Combine the sparse payloads all-gathered from R workers (ALGORITHMS.md §1b, §1f pitfall 3-4).
+
+Two rules, chosen by :class:`SparseAgg`:
+
+- ``mean_contrib`` (the reference code, default): each coordinate is the mean over only the
+  workers that selected it (``scatter_reduce(reduce="mean", include_self=False)`` on a zero
+  tensor); coordinates nobody selected stay 0.
+- ``mean_all``: the sum over workers divided by R, what a dense all-reduce of the
+  densified payloads would give. It differs per coordinate by ``count / R``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from enum import StrEnum
+
+import torch
+from torch import Tensor
+
+from spx.errors import ConfigError
+from spx.kernels.compress import decode_entries
+from spx.kernels.packing import WirePayload
+
+
+class SparseAgg(StrEnum):
+    """The ``comm.sparse_agg`` choice; ``parse`` turns a config string into a member."""
+
+    MEAN_CONTRIB = "mean_contrib"
+    MEAN_ALL = "mean_all"
+
+    @classmethod
+    def parse(cls, mode: SparseAgg | str) -> SparseAgg:
+        try:
+            return cls(mode)
+        except ValueError:
+            valid = [m.value for m in cls]
+            raise ConfigError(
+                f"must be one of {valid}", field="comm.sparse_agg", value=mode
+            ) from None
+
+
+def scatter_mean(
+    indices: Sequence[Tensor],
+    values: Sequence[Tensor],
+    numel: int,
+    mode: SparseAgg | str = SparseAgg.MEAN_CONTRIB,
+) -> Tensor:
+    """Flat fp32 tensor of ``numel`` combining each worker's ``(indices[r], values[r])``.
+
+    >>> idx = [torch.tensor([0, 1]), torch.tensor([1, 2])]
+    >>> val = [torch.tensor([2.0, 4.0]), torch.tensor([6.0, 8.0])]
+    >>> scatter_mean(idx, val, 4).tolist()
+    [2.0, 5.0, 8.0, 0.0]
+    >>> scatter_mean(idx, val, 4, "mean_all").tolist()
+    [1.0, 5.0, 4.0, 0.0]
+    """
+    mode = SparseAgg.parse(mode)
+    idx = torch.cat([i.reshape(-1) for i in indices])
+    val = torch.cat([v.reshape(-1).float() for v in values])
+    out = val.new_zeros(numel)
+    if mode is SparseAgg.MEAN_ALL:
+        return out.index_add_(0, idx, val).div_(len(indices))
+    return out.scatter_reduce_(0, idx, val, reduce="mean", include_self=False)
+
+
+def aggregate(
+    payloads: Sequence[WirePayload], mode: SparseAgg | str = SparseAgg.MEAN_CONTRIB
+) -> Tensor:
+    """Dense fp32 update ``Δ̄`` of one tensor from the payloads of all R workers (§1b).
+
+    Every payload must describe the same tensor (same shape and chunk side).
+    """
+    if not payloads:
+        raise ValueError("aggregate needs at least one payload")
+    keys = {(p.shape, p.chunk) for p in payloads}
+    if len(keys) != 1:
+        raise ValueError(f"payloads describe different tensors, got {sorted(keys)}")
+    decoded = [decode_entries(p) for p in payloads]
+    shape = payloads[0].shape
+    flat = scatter_mean([d[0] for d in decoded], [d[1] for d in decoded], math.prod(shape), mode)
+    return flat.view(shape)

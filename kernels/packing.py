@@ -1,0 +1,185 @@
+"""Bit packing of codes and chunk-local indices, and the per-tensor wire payload.
+
+Sizes follow ALGORITHMS.md §1d: a 2-bit code plus a 12-bit index (two indices in three
+bytes, as templar packs them) is 14 bits per selected entry, plus ``4 * (1 + B)`` bytes of
+fp32 shift and LUT per tensor.
+
+Byte layouts (all little-endian):
+
+- codes, ``bits`` in {2, 4, 8}: ``8 // bits`` codes per byte, code ``i`` at bit offset
+  ``(i % per_byte) * bits``; the last byte is zero-padded.
+- indices, 12 bits (chunk_len <= 4096): the pair ``(a, b)`` becomes bytes
+  ``a & 0xFF``, ``(a >> 8) | (b & 0xF) << 4``, ``b >> 4``; an odd count is padded with a 0.
+- indices, 16 bits (chunk_len <= 65536) or 32 bits otherwise: plain little-endian ints.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+if sys.byteorder != "little":  # dtype views below reinterpret native byte order
+    raise ImportError("spx.kernels.packing assumes a little-endian host")
+
+
+def pack_codes(codes: Tensor, bits: int) -> Tensor:
+    """Pack uint8 codes (each ``< 2**bits``) into bytes, ``8 // bits`` per byte.
+
+    >>> pack_codes(torch.tensor([1, 2, 3, 0, 3], dtype=torch.uint8), 2).tolist()
+    [57, 3]
+    """
+    if bits not in (2, 4, 8):
+        raise ValueError(f"bits must be 2, 4 or 8, got {bits=}")
+    flat = codes.reshape(-1).to(torch.uint8)
+    per_byte = 8 // bits
+    pad = -flat.numel() % per_byte
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    groups = flat.view(-1, per_byte).to(torch.int32)
+    shifts = torch.arange(0, 8, bits, dtype=torch.int32, device=flat.device)
+    return (groups << shifts).sum(dim=1).to(torch.uint8)
+
+
+def unpack_codes(packed: Tensor, bits: int, count: int) -> Tensor:
+    """Inverse of :func:`pack_codes`: the first ``count`` codes as uint8."""
+    shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=packed.device)
+    mask = (1 << bits) - 1
+    codes = (packed.view(-1, 1) >> shifts) & mask
+    return codes.reshape(-1)[:count]
+
+
+def index_bits(chunk_len: int) -> int:
+    """Bits per chunk-local index: 12 up to 4096 positions, then 16, then 32."""
+    if chunk_len <= 4096:
+        return 12
+    return 16 if chunk_len <= 65536 else 32
+
+
+def pack_indices(idx: Tensor, chunk_len: int) -> Tensor:
+    """Pack chunk-local indices (each ``< chunk_len``) at :func:`index_bits` bits each.
+
+    >>> pack_indices(torch.tensor([0xABC, 0x123, 0xFFF]), 4096).tolist()
+    [188, 58, 18, 255, 15, 0]
+    """
+    flat = idx.reshape(-1).to(torch.int32)
+    width = index_bits(chunk_len)
+    if width == 16:
+        return flat.to(torch.int16).view(torch.uint8)  # wraps >32767 to the same bytes
+    if width == 32:
+        return flat.view(torch.uint8)
+    if flat.numel() % 2:
+        flat = torch.cat([flat, flat.new_zeros(1)])
+    a, b = flat[0::2], flat[1::2]
+    out = torch.stack([a & 0xFF, (a >> 8) | ((b & 0xF) << 4), b >> 4], dim=1)
+    return out.to(torch.uint8).reshape(-1)
+
+
+def unpack_indices(packed: Tensor, count: int, chunk_len: int) -> Tensor:
+    """Inverse of :func:`pack_indices`: the first ``count`` indices as int64."""
+    width = index_bits(chunk_len)
+    if width == 16:
+        return packed.view(torch.int16).to(torch.int64)[:count] & 0xFFFF
+    if width == 32:
+        return packed.view(torch.int32).to(torch.int64)[:count]
+    triples = packed.view(-1, 3).to(torch.int64)
+    a = triples[:, 0] | ((triples[:, 1] & 0xF) << 8)
+    b = (triples[:, 1] >> 4) | (triples[:, 2] << 4)
+    return torch.stack([a, b], dim=1).reshape(-1)[:count]
+
+
+def packed_index_nbytes(count: int, chunk_len: int) -> int:
+    """Bytes :func:`pack_indices` produces for ``count`` indices."""
+    width = index_bits(chunk_len)
+    return 3 * ((count + 1) // 2) if width == 12 else count * width // 8
+
+
+def packed_code_nbytes(count: int, bits: int) -> int:
+    """Bytes :func:`pack_codes` produces for ``count`` codes."""
+    per_byte = 8 // bits
+    return (count + per_byte - 1) // per_byte
+
+
+@dataclass(frozen=True, eq=False)
+class WirePayload:
+    """One tensor's compressed update as it travels: packed buffers plus the fp32 table.
+
+    ``shape``, ``chunk`` (the target chunk side), ``k`` and ``bits`` are metadata that every
+    worker already knows from the model and the config, so :attr:`nbytes` does not count
+    them (this is the accounting of ALGORITHMS.md §1d). :meth:`to_bytes` adds a small
+    self-describing header of int32 fields (:attr:`header_nbytes`) for transports that
+    need one.
+    """
+
+    shape: tuple[int, ...]
+    chunk: int
+    k: int
+    bits: int
+    indices: Tensor  # uint8, packed chunk-local indices, chunk-major
+    codes: Tensor  # uint8, packed quantization codes, same order as indices
+    shift: float
+    lut: Tensor  # fp32 [2**bits]
+
+    @property
+    def table_nbytes(self) -> int:
+        return 4 * (1 + self.lut.numel())
+
+    @property
+    def nbytes(self) -> int:
+        """Index bytes + code bytes + fp32 shift and LUT; no header (see the class doc)."""
+        return self.indices.numel() + self.codes.numel() + self.table_nbytes
+
+    @property
+    def header_nbytes(self) -> int:
+        return 4 * (_FIXED_HEADER + len(self.shape))
+
+    def to_bytes(self) -> Tensor:
+        """One uint8 tensor: header, shift, LUT, index bytes, code bytes.
+
+        >>> p = WirePayload((3,), 64, 1, 2, torch.tensor([1, 0, 0], dtype=torch.uint8),
+        ...                 torch.tensor([2], dtype=torch.uint8), 0.5, torch.zeros(4))
+        >>> WirePayload.from_bytes(p.to_bytes()) == p
+        True
+        >>> p.to_bytes().numel() == p.nbytes + p.header_nbytes
+        True
+        """
+        head = [_VERSION, self.chunk, self.k, self.bits, self.indices.numel(), len(self.shape)]
+        head_t = torch.tensor(head + list(self.shape), dtype=torch.int32)
+        table = torch.cat([torch.tensor([self.shift], dtype=torch.float32), self.lut.float().cpu()])
+        parts = [head_t.view(torch.uint8), table.view(torch.uint8)]
+        return torch.cat(parts + [self.indices.cpu(), self.codes.cpu()])
+
+    @classmethod
+    def from_bytes(cls, buf: Tensor) -> WirePayload:
+        """Inverse of :meth:`to_bytes`."""
+        fixed = buf[: 4 * _FIXED_HEADER].view(torch.int32).tolist()
+        version, chunk, k, bits, n_index, ndim = fixed
+        if version != _VERSION:
+            raise ValueError(f"unknown payload version, got {version=}")
+        pos = 4 * _FIXED_HEADER
+        shape = tuple(buf[pos : pos + 4 * ndim].view(torch.int32).tolist())
+        pos += 4 * ndim
+        n_table = 1 + 2**bits
+        table = buf[pos : pos + 4 * n_table].view(torch.float32)
+        pos += 4 * n_table
+        indices = buf[pos : pos + n_index].clone()
+        codes = buf[pos + n_index :].clone()
+        return cls(shape, chunk, k, bits, indices, codes, float(table[0]), table[1:].clone())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, WirePayload):
+            return NotImplemented
+        meta = (self.shape, self.chunk, self.k, self.bits, self.shift)
+        other_meta = (other.shape, other.chunk, other.k, other.bits, other.shift)
+        return (
+            meta == other_meta
+            and torch.equal(self.indices.cpu(), other.indices.cpu())
+            and torch.equal(self.codes.cpu(), other.codes.cpu())
+            and torch.equal(self.lut.cpu(), other.lut.cpu())
+        )
+
+
+_VERSION = 1
+_FIXED_HEADER = 6  # version, chunk, k, bits, index byte count, ndim
