@@ -26,7 +26,10 @@ def test_spx_ui_serves_mlflow_on_loopback(tmp_path):
     env = {**os.environ, "SPX_HOME": str(tmp_path / "home")}
     proc = subprocess.Popen(
         [spx_exe(), "ui", "--port", str(port)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:

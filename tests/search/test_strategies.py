@@ -16,7 +16,12 @@ def test_grid_enumerates_every_combination_in_order():
     assert grid.total == 6
     assert [s.number for s in points] == list(range(6))
     assert [tuple(s.params.values()) for s in points] == [
-        (1, True), (1, False), (2, True), (2, False), (3, True), (3, False)
+        (1, True),
+        (1, False),
+        (2, True),
+        (2, False),
+        (3, True),
+        (3, False),
     ]
 
 

@@ -17,8 +17,14 @@ def _cfg(**flat):
 
 def test_gradual_magnitude_logs_its_schedule_and_hits_the_target():
     rep = ListReporter()
-    cfg = _cfg(**{"prune.method": "magnitude", "prune.sparsity": 0.8,
-                  "prune.schedule.start": 0.0, "prune.schedule.end": 0.5})
+    cfg = _cfg(
+        **{
+            "prune.method": "magnitude",
+            "prune.sparsity": 0.8,
+            "prune.schedule.start": 0.0,
+            "prune.schedule.end": 0.5,
+        }
+    )
     final = train(cfg, build_task("digits-mlp"), rep)
     sparsities = [m["model/sparsity"] for _, m in rep.rows]
     assert sparsities == sorted(sparsities)  # masks are monotone
@@ -39,8 +45,14 @@ def test_dense_reports_a_constant_parameter_count():
 
 
 def test_resume_from_a_checkpoint_matches_an_uninterrupted_run(tmp_path):
-    cfg = _cfg(**{"prune.method": "magnitude", "prune.sparsity": 0.7,
-                  "train.checkpoint_every": 20, "prune.schedule.end": 0.8})
+    cfg = _cfg(
+        **{
+            "prune.method": "magnitude",
+            "prune.sparsity": 0.7,
+            "train.checkpoint_every": 20,
+            "prune.schedule.end": 0.8,
+        }
+    )
     task = build_task("digits-mlp")
     straight_rep, resumed_rep = ListReporter(), ListReporter()
     straight = train(cfg, task, straight_rep)
@@ -79,8 +91,16 @@ def test_a_nan_loss_fails_the_trial_with_the_step():
 
 
 def test_code_gpt_trains_on_the_stdlib_corpus(tmp_path):
-    cfg = TrialConfig.from_flat("code-gpt", {"train.steps": 3, "model.width": 32, "model.depth": 1,
-                                             "train.batch_size": 4, "model.context": 16})
+    cfg = TrialConfig.from_flat(
+        "code-gpt",
+        {
+            "train.steps": 3,
+            "model.width": 32,
+            "model.depth": 1,
+            "train.batch_size": 4,
+            "model.context": 16,
+        },
+    )
     task = build_task("code-gpt", tmp_path)
     torch.manual_seed(0)
     final = train(cfg, task, ListReporter())
