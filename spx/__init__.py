@@ -16,3 +16,21 @@ __version__ = "0.1.0"
 _root = Path(__file__).resolve().parent.parent
 if (_root / "platform" / "spec.py").is_file() and str(_root) not in __path__:
     __path__.append(str(_root))
+
+# The read-side API, imported on first use so `import spx` stays cheap (no pandas, scipy,
+# torch or ray until asked for).
+_LAZY = {
+    "Sweep": "spx.dashboards.frames",
+    "fit_scaling_law": "spx.dashboards.scaling",
+    "pareto_front": "spx.dashboards.pareto",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'spx' has no attribute {name!r}")

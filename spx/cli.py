@@ -20,11 +20,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from spx.cli_read import register as register_read_commands
 from spx.errors import ConfigError, SpxError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 sweep_app = typer.Typer(no_args_is_help=True, help="Validate, launch and inspect sweeps.")
 app.add_typer(sweep_app, name="sweep")
+register_read_commands(app)
 out = Console(soft_wrap=True)
 
 Store_ = Annotated[str | None, typer.Option("--store", help="results store URL (SPX_STORE_URL)")]

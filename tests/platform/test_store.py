@@ -10,9 +10,10 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from spx.errors import ConfigError, NotFoundError, SpxError, StoreError
-from spx.platform.store import Store, SweepStatus, TrialStatus
+from spx.platform.store import MIGRATIONS, Store, SweepStatus, TrialStatus
 from spx.platform.store_models import Base
 
 PARAMS = {
@@ -46,7 +47,8 @@ def test_migrations_create_tables_and_own_version_table(store: Store) -> None:
     tables = set(sa.inspect(store.engine).get_table_names())
     assert {"sweeps", "trials", "metrics", "spx_alembic_version"} <= tables
     assert "alembic_version" not in tables
-    assert _scalar(store, "SELECT version_num FROM spx_alembic_version") == "0001"
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    assert _scalar(store, "SELECT version_num FROM spx_alembic_version") == head
 
 
 def test_metrics_indexes_exist(store: Store) -> None:

@@ -1,0 +1,132 @@
+"""One self-contained HTML report of a sweep (``spx report``): plotly with its JavaScript
+embedded, so the file works offline.
+
+Sections: the trial table, the best trials, accuracy vs. sparsity per method, the
+realized sparsity schedules (from the metric history) and, where the sweep has enough
+completed trials with N_avg and tokens, the Journey-Matters scaling-law fit.
+Example: ``write_report("quickstart", Path("report.html"))``
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+from spx.dashboards.frames import Sweep
+from spx.dashboards.scaling import fit_scaling_law
+from spx.errors import SpxError
+
+__all__ = ["render_report", "write_report"]
+
+_TABLE_METRICS = ["metrics.val/loss", "metrics.val/acc", "metrics.model/sparsity", "n_avg"]
+
+
+def write_report(name: str, output: Path, store_url: str | None = None) -> Path:
+    """Render the report of sweep ``name`` and write it to ``output`` atomically."""
+    with Sweep.load(name, store_url) as sw:
+        text = render_report(sw.name, sw.trials_df(), sw.history_df(["model/sparsity"]))
+    tmp = output.with_name(output.name + ".part")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, output)
+    return output
+
+
+def render_report(name: str, trials: pd.DataFrame, history: pd.DataFrame) -> str:
+    """The report's HTML from a ``trials_df`` and a ``history_df(["model/sparsity"])``."""
+    parts = [f"<h1>Sweep {html.escape(name)}</h1>", _counts(trials)]
+    figures = [_accuracy_vs_sparsity(trials), _schedules(history)]
+    parts += [_section("Best trials", _table(_best(trials)))]
+    plots = [fig for fig in figures if fig is not None]
+    for i, fig in enumerate(plots):
+        # The plotly.js bundle goes into the page once, with the first figure.
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
+    parts.append(_section("Scaling law (journey: N_avg, tokens)", _scaling(trials)))
+    parts.append(_section("All trials", _table(trials)))
+    body = "\n".join(parts)
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>spx report: {html.escape(name)}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px}</style></head>"
+        f"<body>{body}</body></html>"
+    )
+
+
+def _section(title: str, content: str) -> str:
+    return f"<h2>{html.escape(title)}</h2>{content}"
+
+
+def _counts(trials: pd.DataFrame) -> str:
+    counts = trials["status"].value_counts().to_dict() if len(trials) else {}
+    text = ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items())) or "no trials"
+    return f"<p>{len(trials)} trials: {html.escape(text)}</p>"
+
+
+def _columns(trials: pd.DataFrame) -> list[str]:
+    varied = [
+        c for c in trials.columns if c.startswith("params.") and trials[c].astype(str).nunique() > 1
+    ]
+    shown = [c for c in _TABLE_METRICS if c in trials.columns]
+    return ["number", "status", *varied, *shown]
+
+
+def _table(trials: pd.DataFrame) -> str:
+    if trials.empty:
+        return "<p>none</p>"
+    return trials[_columns(trials)].to_html(index=False, float_format="{:.4g}".format)
+
+
+def _best(trials: pd.DataFrame, k: int = 5) -> pd.DataFrame:
+    if "metrics.val/loss" not in trials.columns:
+        return trials.head(0)
+    done = trials[trials["status"] == "COMPLETED"]
+    return done.nsmallest(k, "metrics.val/loss")
+
+
+def _accuracy_vs_sparsity(trials: pd.DataFrame) -> go.Figure | None:
+    needed = {"metrics.val/acc", "metrics.model/sparsity", "params.prune.method"}
+    if not needed <= set(trials.columns):
+        return None
+    done = trials[trials["status"] == "COMPLETED"].sort_values("metrics.model/sparsity")
+    return px.line(
+        done,
+        x="metrics.model/sparsity",
+        y="metrics.val/acc",
+        color="params.prune.method",
+        markers=True,
+        title="Accuracy vs. achieved sparsity, per method",
+    )
+
+
+def _schedules(history: pd.DataFrame) -> go.Figure | None:
+    if history.empty:
+        return None
+    return px.line(
+        history.assign(trial=history["trial"].astype(str)),
+        x="step",
+        y="value",
+        color="trial",
+        title="Realized sparsity schedules (model/sparsity per step)",
+    )
+
+
+def _scaling(trials: pd.DataFrame) -> str:
+    try:
+        fit = fit_scaling_law(trials, law="journey", bootstrap=100)
+    except SpxError as exc:
+        return f"<p>No fit: {html.escape(str(exc)[:300])}</p>"
+    rows = "".join(
+        f"<tr><td>{k}</td><td>{v:.4g}</td><td>[{lo:.4g}, {hi:.4g}]</td></tr>"
+        for k, v in fit.coefficients.items()
+        for lo, hi in [fit.intervals[k]]
+    )
+    return (
+        f"<table><tr><th>coefficient</th><th>value</th><th>95 % interval</th></tr>{rows}"
+        f"</table><p>R² (log L) {fit.r2:.4f}, held-out RMSE (log L) "
+        f"{fit.heldout_error:.4g}, n {fit.n}, converged: {fit.converged}</p>"
+    )

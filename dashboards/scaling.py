@@ -1,0 +1,310 @@
+"""Scaling-law fits over a trials DataFrame: Chinchilla, Journey-Matters (N_avg), power.
+
+- ``chinchilla``: L = E + A / N^alpha + B / D^beta, N the final nonzero parameter count
+  (``metrics.model/params``), D the tokens seen (``metrics.data/tokens``).
+- ``journey``: the same form with N_avg (``metrics.model/params_avg``), the parameter
+  count averaged over training, so sparse and dense runs share one law (Jin et al. 2025).
+- ``power``: L = c + a * x^(-alpha) on any one column ``x``.
+
+Fitting follows the literature (see ``lawfit``): Huber loss on log L, L-BFGS from a grid.
+Coefficients get bootstrap intervals (95 %, percentile), the fit a cross-validated
+held-out error (RMSE of log L on points the fit did not see) so two laws can be compared.
+
+>>> import numpy as np, pandas as pd
+>>> x = np.geomspace(1e3, 1e6, 10)
+>>> df = pd.DataFrame({"metrics.flops": x, "metrics.val/loss": 0.5 + 20.0 * x**-0.3})
+>>> fit = fit_scaling_law(df, law="power", x="flops", bootstrap=20)
+>>> {k: round(v, 3) for k, v in fit.coefficients.items()}, fit.n, fit.converged
+({'c': 0.5, 'a': 20.0, 'alpha': 0.3}, 10, True)
+>>> round(float(fit.predict({"metrics.flops": [1e4]})[0]), 4)
+1.7619
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Any, Literal, overload
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from spx.dashboards.columns import completed, resolve_column
+from spx.dashboards.lawfit import LAWS, Law, fit_theta, predict_log
+from spx.errors import ConfigError
+
+__all__ = ["ExtrapolationWarning", "ScalingFit", "fit_scaling_law"]
+
+LawName = Literal["journey", "chinchilla", "power"]
+INPUTS = {
+    "chinchilla": ("metrics.model/params", "metrics.data/tokens"),
+    "journey": ("metrics.model/params_avg", "metrics.data/tokens"),
+}
+TARGET = "metrics.val/loss"
+
+
+class ExtrapolationWarning(UserWarning):
+    """A prediction was asked outside the range of inputs the law was fitted on."""
+
+
+@dataclass(frozen=True)
+class ScalingFit:
+    """One fitted law: coefficients with 95 % bootstrap intervals and how well it fits.
+
+    ``r2`` is on log L (what the fit minimises); ``heldout_error`` is the RMSE of log L on
+    held-out points (NaN when too few points to hold any out); ``converged`` is L-BFGS's
+    verdict on the best start, ``message`` its reason.
+    """
+
+    law: str
+    inputs: tuple[str, ...]
+    target: str
+    coefficients: dict[str, float]
+    intervals: dict[str, tuple[float, float]]
+    r2: float
+    heldout_error: float
+    n: int
+    converged: bool
+    message: str
+    group: Any = None
+    bootstrap_converged: int = 0
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    theta: tuple[float, ...] = field(default=(), repr=False)
+
+    def predict(self, data: pd.DataFrame | Mapping[str, Any]) -> np.ndarray:
+        """Predicted loss at the inputs (columns named as ``inputs``); warns with an
+        ExtrapolationWarning when any value leaves the fitted range.
+
+        Example: ``fit.predict({"metrics.model/params_avg": [1e8], "metrics.data/tokens": [2e9]})``
+        """
+        missing = [c for c in self.inputs if c not in data]
+        if missing:
+            raise ConfigError("predict needs every input of the law", field="data", value=missing)
+        cols = [np.asarray(data[c], dtype=float).reshape(-1) for c in self.inputs]
+        for name, values in zip(self.inputs, cols, strict=True):
+            low, high = self.ranges[name]
+            if np.any(values < low) or np.any(values > high):
+                warnings.warn(
+                    f"{name}: predicting outside the fitted range [{low:.4g}, {high:.4g}]",
+                    ExtrapolationWarning,
+                    stacklevel=2,
+                )
+        logx = np.log(np.column_stack(cols))
+        return np.exp(predict_log(LAWS[self.law], np.array(self.theta), logx))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON (intervals as [low, high] lists)."""
+        out = asdict(self)
+        out.pop("theta")
+        out["intervals"] = {k: list(v) for k, v in self.intervals.items()}
+        out["ranges"] = {k: list(v) for k, v in self.ranges.items()}
+        return out
+
+
+@overload
+def fit_scaling_law(
+    df: pd.DataFrame,
+    law: LawName = ...,
+    group_by: None = None,
+    *,
+    x: str | None = ...,
+    y: str = ...,
+    bootstrap: int = ...,
+    holdout: float | str = ...,
+    seed: int = ...,
+) -> ScalingFit: ...
+
+
+@overload
+def fit_scaling_law(
+    df: pd.DataFrame,
+    law: LawName = ...,
+    group_by: str = ...,
+    *,
+    x: str | None = ...,
+    y: str = ...,
+    bootstrap: int = ...,
+    holdout: float | str = ...,
+    seed: int = ...,
+) -> dict[Any, ScalingFit]: ...
+
+
+@overload
+def fit_scaling_law(
+    df: pd.DataFrame,
+    law: LawName = ...,
+    group_by: str | None = ...,
+    *,
+    x: str | None = ...,
+    y: str = ...,
+    bootstrap: int = ...,
+    holdout: float | str = ...,
+    seed: int = ...,
+) -> ScalingFit | dict[Any, ScalingFit]: ...
+
+
+def fit_scaling_law(
+    df: pd.DataFrame,
+    law: LawName = "journey",
+    group_by: str | None = None,
+    *,
+    x: str | None = None,
+    y: str = TARGET,
+    bootstrap: int = 200,
+    holdout: float | str = 0.2,
+    seed: int = 0,
+) -> ScalingFit | dict[Any, ScalingFit]:
+    """Fit ``law`` to the COMPLETED trials of ``df`` (a ``Sweep.trials_df()``).
+
+    ``x`` is the input of the power law; ``y`` the loss column. ``group_by`` fits one law
+    per value of that column and returns ``{value: fit}``. ``holdout`` is the fraction
+    held out per cross-validation fold (0.2: five folds), or a column name for
+    leave-one-group-out. Columns may be named short (``val/loss``, ``prune.method``).
+    Errors: unknown column (NotFoundError listing them), too few points or no completed
+    trials (ConfigError). Example: ``fit_scaling_law(sw.trials_df(), law="journey")``
+    """
+    spec = _law(law)
+    df = completed(df)
+    inputs = _inputs(df, law, x)
+    target = resolve_column(df, y, what="loss column")
+    groups = None if group_by is None else resolve_column(df, group_by, what="group column")
+    folds_by = None
+    if isinstance(holdout, str):
+        folds_by = resolve_column(df, holdout, what="holdout column")
+    elif not 0.0 < holdout < 1.0:
+        raise ConfigError("a fraction in (0, 1) or a column", field="holdout", value=holdout)
+    if bootstrap < 0:
+        raise ConfigError("bootstrap must be >= 0", field="bootstrap", value=bootstrap)
+    data = _clean(df, [*inputs, target], [c for c in (groups, folds_by) if c])
+    fit = partial(
+        _fit_one, spec, bootstrap=bootstrap, holdout=holdout, folds_by=folds_by, seed=seed
+    )
+    # Thousands of tiny L-BFGS solves: BLAS threads only fight each other (10x slower on
+    # a busy machine), so they are held to one for the whole fit.
+    with threadpool_limits(limits=1, user_api="blas"):
+        if groups is None:
+            return fit(data, inputs, target, None)
+        return {
+            value: fit(part, inputs, target, value)
+            for value, part in data.groupby(groups, sort=True)
+        }
+
+
+def _law(law: str) -> Law:
+    if law not in LAWS:
+        raise ConfigError(f"unknown law; choose one of {', '.join(sorted(LAWS))}", value=law)
+    return LAWS[law]
+
+
+def _inputs(df: pd.DataFrame, law: str, x: str | None) -> tuple[str, ...]:
+    if law == "power":
+        if x is None:
+            raise ConfigError("the power law needs an input column", field="x", value=None)
+        return (resolve_column(df, x, what="input column"),)
+    if x is not None:
+        raise ConfigError(f"the {law} law takes N and D, not an input column", field="x", value=x)
+    return tuple(resolve_column(df, c, what=f"input column of the {law} law") for c in INPUTS[law])
+
+
+def _clean(df: pd.DataFrame, numeric: list[str], keys: list[str]) -> pd.DataFrame:
+    """The rows whose law columns are finite and positive (logs are taken of them)."""
+    values = df[numeric].apply(pd.to_numeric, errors="coerce").astype(float)
+    ok = np.isfinite(values).all(axis=1) & (values > 0).all(axis=1)
+    return pd.concat([values[ok], df.loc[ok, keys]], axis=1)
+
+
+def _fit_one(
+    law: Law,
+    data: pd.DataFrame,
+    inputs: tuple[str, ...],
+    target: str,
+    group: Any,
+    *,
+    bootstrap: int,
+    holdout: float | str,
+    folds_by: str | None,
+    seed: int,
+) -> ScalingFit:
+    need = len(law.params) + 1
+    where = "" if group is None else f" in group {group!r}"
+    if len(data) < need:
+        raise ConfigError(
+            f"the {law.name} law has {need - 1} free parameters and needs at least {need} "
+            f"completed trials with finite, positive {', '.join((*inputs, target))}{where}",
+            value=f"{len(data)} usable",
+        )
+    logx = np.log(data[list(inputs)].to_numpy())
+    logy = np.log(data[target].to_numpy())
+    best = fit_theta(law, logx, logy)
+    rng = np.random.default_rng(seed)
+    samples = _bootstrap(law, logx, logy, best.theta, bootstrap, rng)
+    folds = _folds(data, holdout, folds_by, rng)
+    coefficients = law.coefficients(best.theta)
+    return ScalingFit(
+        law=law.name,
+        inputs=inputs,
+        target=target,
+        coefficients=coefficients,
+        intervals=_intervals(law, samples),
+        r2=_r2(logy, predict_log(law, best.theta, logx)),
+        heldout_error=_heldout(law, logx, logy, folds, need),
+        n=len(data),
+        converged=best.converged,
+        message=best.message,
+        group=group,
+        bootstrap_converged=len(samples),
+        ranges={c: (float(data[c].min()), float(data[c].max())) for c in inputs},
+        theta=tuple(float(v) for v in best.theta),
+    )
+
+
+def _bootstrap(law, logx, logy, theta, rounds: int, rng) -> list[np.ndarray]:
+    """Refits on resampled points (as multinomial weights), warm-started at the optimum;
+    only converged refits count."""
+    out = []
+    n = len(logy)
+    for _ in range(rounds):
+        weights = np.bincount(rng.integers(0, n, n), minlength=n).astype(float)
+        opt = fit_theta(law, logx, logy, weights=weights, starts=theta)
+        if opt.converged:
+            out.append(opt.theta)
+    return out
+
+
+def _intervals(law: Law, samples: list[np.ndarray]) -> dict[str, tuple[float, float]]:
+    if len(samples) < 2:
+        return {name: (math.nan, math.nan) for name in law.names}
+    coefs = pd.DataFrame([law.coefficients(s) for s in samples])
+    low, high = coefs.quantile(0.025), coefs.quantile(0.975)
+    return {name: (float(low[name]), float(high[name])) for name in law.names}
+
+
+def _folds(data: pd.DataFrame, holdout: float | str, folds_by: str | None, rng) -> np.ndarray:
+    """A fold number per row: by the values of ``folds_by``, else shuffled into 1/holdout."""
+    if folds_by is not None:
+        return pd.factorize(data[folds_by])[0]
+    k = max(2, round(1.0 / float(holdout)))
+    return rng.permutation(np.arange(len(data)) % k)
+
+
+def _heldout(law: Law, logx, logy, folds: np.ndarray, need: int) -> float:
+    """RMSE of log L over every point predicted by a fit that did not see it."""
+    errors = []
+    for fold in np.unique(folds):
+        test = folds == fold
+        if (~test).sum() < need:
+            continue
+        opt = fit_theta(law, logx[~test], logy[~test])
+        errors.append(logy[test] - predict_log(law, opt.theta, logx[test]))
+    if not errors:
+        return math.nan
+    return float(np.sqrt(np.mean(np.concatenate(errors) ** 2)))
+
+
+def _r2(logy: np.ndarray, pred: np.ndarray) -> float:
+    total = float(((logy - logy.mean()) ** 2).sum())
+    return math.nan if total == 0 else 1.0 - float(((logy - pred) ** 2).sum()) / total

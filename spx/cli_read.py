@@ -1,0 +1,183 @@
+"""The read-side commands of ``spx``: ``analyze scaling-law|pareto``, ``query``, ``report``.
+
+Thin typer commands over ``spx.dashboards``; mounted on the main app by ``register``.
+Bad input raises ConfigError / NotFoundError, which ``spx.cli.main`` turns into exit 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, cast
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from spx.errors import ConfigError
+
+if TYPE_CHECKING:
+    from spx.dashboards.pareto import Goal
+    from spx.dashboards.scaling import LawName
+
+analyze_app = typer.Typer(no_args_is_help=True, help="Scaling-law fits and Pareto fronts.")
+out = Console(soft_wrap=True)
+
+Store_ = Annotated[str | None, typer.Option("--store", help="results store URL (SPX_STORE_URL)")]
+AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+def register(app: typer.Typer) -> None:
+    """Mount the read commands on the main ``spx`` app."""
+    app.add_typer(analyze_app, name="analyze")
+    app.command("query")(query)
+    app.command("report")(report)
+
+
+def _store_url(store: str | None) -> str:
+    from spx.platform.settings import resolve
+
+    return resolve(store).store_url
+
+
+def _trials(sweep: str, store: str | None):
+    from spx.dashboards.frames import Sweep
+
+    with Sweep.load(sweep, _store_url(store)) as sw:
+        return sw.trials_df()
+
+
+@analyze_app.command("scaling-law")
+def scaling_law(
+    sweep: str,
+    law: Annotated[str, typer.Option(help="journey | chinchilla | power")] = "journey",
+    x: Annotated[str | None, typer.Option("--x", help="input column (power law)")] = None,
+    y: Annotated[str, typer.Option("--y", help="loss column")] = "val/loss",
+    group_by: Annotated[str | None, typer.Option("--group-by", help="one fit per value")] = None,
+    bootstrap: Annotated[int, typer.Option(help="bootstrap refits for the intervals")] = 200,
+    holdout: Annotated[
+        str, typer.Option(help="held-out fraction per fold, or a column (leave-one-group-out)")
+    ] = "0.2",
+    store: Store_ = None,
+    as_json: AsJson = False,
+) -> None:
+    """Fit a scaling law to a sweep's completed trials: coefficients, intervals, errors."""
+    from spx.dashboards.scaling import fit_scaling_law
+    from spx.platform.views import to_json
+
+    fits = fit_scaling_law(
+        _trials(sweep, store),
+        cast("LawName", law),  # checked by fit_scaling_law, which lists the laws
+        group_by,
+        x=x,
+        y=y,
+        bootstrap=bootstrap,
+        holdout=_fraction_or_column(holdout),
+    )
+    rows = list(fits.values()) if isinstance(fits, dict) else [fits]
+    if as_json:
+        print(to_json([f.to_dict() for f in rows]))
+        return
+    table = Table("group", *rows[0].coefficients, "R²", "held-out", "n", "converged")
+    for f in rows:
+        cells = [_interval(v, f.intervals[k]) for k, v in f.coefficients.items()]
+        table.add_row(
+            "all" if f.group is None else str(f.group),
+            *cells,
+            f"{f.r2:.4f}",
+            f"{f.heldout_error:.4g}",
+            str(f.n),
+            "yes" if f.converged else f"NO: {f.message}",
+        )
+    out.print(f"{rows[0].law} law, {rows[0].target} ~ {', '.join(rows[0].inputs)}")
+    out.print(table)
+
+
+@analyze_app.command("pareto")
+def pareto(
+    sweep: str,
+    objective: Annotated[
+        list[str], typer.Option("--objective", help="COLUMN:min|max, repeat for each")
+    ],
+    store: Store_ = None,
+    as_json: AsJson = False,
+) -> None:
+    """The trials on the Pareto front of the given objectives."""
+    from spx.dashboards.pareto import pareto_front
+    from spx.platform.views import to_json
+
+    goals = dict(_objective(o) for o in objective)
+    front = pareto_front(_trials(sweep, store), goals)
+    shown = ["number", *[c for c in front.columns if _short(c) in goals or c in goals]]
+    records = front[shown].to_dict("records")
+    if as_json:
+        print(to_json(records))
+        return
+    table = Table(*shown)
+    for r in records:
+        table.add_row(*(f"{v:.5g}" if isinstance(v, float) else str(v) for v in r.values()))
+    out.print(table)
+
+
+def query(
+    sql: Annotated[str, typer.Argument(help="one SQL statement, e.g. SELECT * FROM trial_summary")],
+    store: Store_ = None,
+    as_json: AsJson = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="print CSV")] = False,
+) -> None:
+    """Run read-only SQL on the results store (views: trial_summary, metric_history)."""
+    from spx.dashboards.query import run_query
+    from spx.platform.views import to_json
+
+    if as_json and as_csv:
+        raise ConfigError("choose one of --json and --csv", field="--csv", value=True)
+    df = run_query(_store_url(store), sql)
+    if as_json:
+        print(to_json(df.to_dict("records")))
+    elif as_csv:
+        print(df.to_csv(index=False), end="")
+    else:
+        table = Table(*[str(c) for c in df.columns])
+        for row in df.itertuples(index=False):
+            table.add_row(*(str(v) for v in row))
+        out.print(table)
+
+
+def report(
+    sweep: str,
+    output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write")] = Path(
+        "report.html"
+    ),
+    store: Store_ = None,
+) -> None:
+    """Write one self-contained HTML report of a sweep (plots work offline)."""
+    from spx.dashboards.report import write_report
+
+    written = write_report(sweep, output, _store_url(store))
+    out.print(f"wrote {written}")
+
+
+def _fraction_or_column(value: str) -> float | str:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _objective(text: str) -> tuple[str, Goal]:
+    name, _, goal = text.rpartition(":")
+    if not name or goal not in ("min", "max"):
+        raise ConfigError(
+            "an objective is COLUMN:min or COLUMN:max", field="--objective", value=text
+        )
+    return name, cast("Goal", goal)
+
+
+def _short(column: str) -> str:
+    return column.split(".", 1)[1] if column.startswith(("metrics.", "params.")) else column
+
+
+def _interval(value: float, bounds: tuple[float, float]) -> str:
+    low, high = bounds
+    if low != low:  # NaN: no bootstrap
+        return f"{value:.4g}"
+    return f"{value:.4g} [{low:.4g}, {high:.4g}]"
