@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -118,11 +119,24 @@ def _summary(result, settings) -> None:
         value = (b.metrics or {}).get(result.objective)
         out.print(f"best trial {b.number}: {result.objective}={value:.4f}")
         out.print("  " + ", ".join(f"{k}={b.params[k]}" for k in _varied(t)))
+    out.print(f"report: {_write_report(result.sweep.name, settings)}")
     out.print(f"store:  {mask_url(settings.store_url)}")
     out.print(f"        spx sweep show {_quote(result.sweep.name)}")
     out.print(
         f"MLflow: spx ui   (serves {mask_url(settings.tracking_uri)} at http://127.0.0.1:5000)"
     )
+
+
+def _write_report(name: str, settings) -> str:
+    """The sweep's HTML report under SPX_HOME/reports; a failure here never fails the sweep."""
+    from spx.dashboards.report import write_report
+
+    path = settings.home / "reports" / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.html"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return str(write_report(name, path, settings.store_url))
+    except Exception as exc:  # the sweep's results are safe in the store either way
+        return f"not written ({type(exc).__name__}: {exc}); try: spx report {_quote(name)}"
 
 
 def _varied(trials) -> list[str]:

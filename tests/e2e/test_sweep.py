@@ -48,6 +48,8 @@ def test_launch_prints_the_best_trial_and_where_to_look(launched):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "best trial" in proc.stdout
     assert "spx ui" in proc.stdout
+    report = proc.stdout.split("report: ", 1)[1].split("\n", 1)[0].strip()
+    assert report.endswith("e2e-grid.html") and "plotly" in Path(report).read_text()
     assert "spx sweep show e2e-grid" in proc.stdout
 
 
