@@ -18,6 +18,8 @@ def connect(address: str | None) -> None:
 
     if ray.is_initialized():
         return
+    # Ray announces at every start that token auth is on; spx's users need not read it.
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     try:
         ray.init(
             address=address or None,

@@ -142,7 +142,7 @@ class LiveDisplay(PlainDisplay):
         rows.add_column(t.metric, justify="right")
         for number, (step, value) in sorted(t.running.items()):
             rows.add_row(str(number), str(step), "…" if value is None else f"{value:.4f}")
-        return Group(head, rows)
+        return Group(head, rows) if t.running else Group(head)
 
     def stop(self) -> None:
         self.live.stop()
