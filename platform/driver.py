@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import math
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +22,22 @@ from ray.util.queue import Queue
 from spx.errors import ConfigError, NotFoundError
 from spx.platform import cluster
 from spx.platform.progress import PlainDisplay
-from spx.platform.runner import TrialJob, submit
+from spx.platform.runner import TrialJob, read_journal, submit
 from spx.platform.settings import Settings, ensure_home
-from spx.platform.spec import SweepSpec, spec_hash, trial_config
+from spx.platform.spec import SweepSpec, parse_spec, spec_hash, trial_config
 from spx.platform.store import Store, SweepRow, SweepStatus, TrialRow, TrialStatus
 from spx.platform.tracking import Tracker
 from spx.search.base import Outcome, Strategy, Suggestion
 from spx.search.strategies import build_strategy
 
 log = logging.getLogger("spx.driver")
+# A trial's process or node went away: the trial itself did nothing wrong, so it may retry.
+_CRASHES: tuple[type[BaseException], ...] = (
+    ray.exceptions.WorkerCrashedError,
+    ray.exceptions.NodeDiedError,
+    ray.exceptions.OwnerDiedError,
+    ray.exceptions.ObjectLostError,
+)
 _POLL_S = 0.25
 
 
@@ -50,6 +58,10 @@ class _Running:
     trial: TrialRow
     run_id: str | None
     params: dict[str, Any]
+    config: dict[str, Any]
+    attempt: int
+    logged_step: int = 0
+    """Reports up to here are already in MLflow: a retried attempt re-reports them."""
 
 
 @dataclass
@@ -80,6 +92,7 @@ class Driver:
         cluster.check_capacity(r.cpus_per_worker, r.gpus_per_worker, r.workers_per_trial)
 
     def run(self) -> SweepOutcome:
+        """Launch a new sweep."""
         self.prepare()
         sweep = self.store.create_sweep(
             self.spec.name,
@@ -90,6 +103,35 @@ class Driver:
         )
         self.tracker = Tracker(self.settings.tracking_uri, self.settings.artifacts)
         exp, parent = self._start_tracking(sweep)
+        return self._execute(sweep, exp, parent, existing={})
+
+    def resume(self, retry_failed: bool = False) -> SweepOutcome:
+        """Continue a sweep whose driver died: finished trials are never run again."""
+        ensure_home(self.settings)
+        self.store = Store.open(self.settings.store_url)
+        sweep = self.store.get_sweep(self.spec.name)
+        cluster.connect(self.settings.ray_address)
+        self.tracker = Tracker(self.settings.tracking_uri, self.settings.artifacts)
+        exp, parent = sweep.mlflow_experiment_id, sweep.mlflow_run_id
+        if exp is None:
+            exp, parent = self._start_tracking(sweep)
+        else:
+            self.tracker.reopen(parent)
+        skip = {TrialStatus.COMPLETED, TrialStatus.PRUNED}
+        if not retry_failed:
+            skip.add(TrialStatus.FAILED)
+        existing = {t.number: t for t in self.store.trials(sweep.id)}
+        done = {n: t for n, t in existing.items() if t.status in skip}
+        return self._execute(sweep, exp, parent, existing, done)
+
+    def _execute(
+        self,
+        sweep: SweepRow,
+        exp: str | None,
+        parent: str | None,
+        existing: dict[int, TrialRow],
+        done: dict[int, TrialRow] | None = None,
+    ) -> SweepOutcome:
         self.store.update_sweep(
             sweep.id,
             status=SweepStatus.RUNNING,
@@ -100,10 +142,12 @@ class Driver:
         strategy = build_strategy(
             self.spec.method, self.spec.space(), self.spec.budget(), self.spec.seed
         )
-        self.display.start(self.spec.name, strategy.total)
+        self.display.start(sweep.name, strategy.total)
         status = SweepStatus.FAILED
         try:
-            _Loop(self, sweep, strategy, exp, parent).run()
+            loop = _Loop(self, sweep, strategy, exp, parent)
+            loop.existing, loop.done = existing, done or {}
+            loop.run()
             status = SweepStatus.COMPLETED
         except KeyboardInterrupt:
             status = SweepStatus.STOPPED
@@ -174,6 +218,8 @@ class _Loop:
         self.by_number: dict[int, _Running] = {}
         self.exhausted = False
         self.folder = checkpoint_folder(driver.settings, sweep)
+        self.existing: dict[int, TrialRow] = {}
+        self.done: dict[int, TrialRow] = {}
 
     def run(self) -> None:
         try:
@@ -196,6 +242,12 @@ class _Loop:
             if suggestion is None:
                 self.exhausted = True
                 return
+            finished = self.done.get(suggestion.number)
+            if finished is not None:  # resumed sweep: this trial already ran to its end
+                objective = self.d.spec.objectives[0].metric
+                value = _value(finished, objective)
+                self.strategy.tell(suggestion.number, value, Outcome(str(finished.status)))
+                continue
             self._submit(suggestion)
 
     def _submit(self, suggestion: Suggestion) -> None:
@@ -203,8 +255,10 @@ class _Loop:
         cfg = trial_config(spec, suggestion.params)
         params = cfg.flat()
         trial = self.d.store.add_trial(self.sweep.id, suggestion.number, params)
-        run_id = None
-        if self.exp is not None:
+        run_id = trial.mlflow_run_id
+        if run_id is not None:
+            self.d.tracker.reopen(run_id)
+        elif self.exp is not None:
             run_id = self.d.tracker.start_run(
                 self.exp,
                 f"trial-{suggestion.number}",
@@ -213,6 +267,12 @@ class _Loop:
                 tags={"spx.sweep": self.sweep.name, "spx.trial": str(suggestion.number)},
             )
             self.d.tracker.log_text(run_id, cfg.model_dump_json(indent=2), "trial_config.json")
+        self._start(trial, run_id, suggestion.params, cfg.model_dump())
+
+    def _start(self, trial: TrialRow, run_id: str | None, params: dict, config: dict) -> None:
+        spec = self.d.spec
+        trial_dir = self.folder / f"trial-{trial.number:05d}"
+        logged = self._replay(trial, run_id, trial_dir) if trial.attempt else 0
         attempt = trial.attempt + 1
         self.d.store.update_trial(
             trial.id,
@@ -224,17 +284,29 @@ class _Loop:
         )
         r = spec.resources
         job = TrialJob(
-            number=suggestion.number,
+            number=trial.number,
             attempt=attempt,
-            config=cfg.model_dump(),
-            checkpoint_dir=str(self.folder / f"trial-{suggestion.number:05d}"),
+            config=config,
+            trial_dir=str(trial_dir),
             data_dir=str(self.d.settings.home / "data"),
             threads=max(1, int(r.cpus_per_worker)),
         )
         ref = submit(job, self.queue, r.cpus_per_worker, r.gpus_per_worker)
-        running = _Running(trial, run_id, suggestion.params)
+        running = _Running(trial, run_id, params, config, attempt, logged)
         self.running[ref] = running
-        self.by_number[suggestion.number] = running
+        self.by_number[trial.number] = running
+
+    def _replay(self, trial: TrialRow, run_id: str | None, trial_dir: Path) -> int:
+        """Store what an earlier attempt reported but no driver stored; the last stored step."""
+        store = self.d.store
+        stored = {step for _, step, _, _ in store.metric_history([trial.id])}
+        for step, metrics in read_journal(trial_dir):
+            if step not in stored:
+                rows = [(step, name, float(value)) for name, value in metrics.items()]
+                store.upsert_metrics(trial.id, rows)
+                self.d.tracker.log_metrics(run_id, rows)
+                stored.add(step)
+        return max(stored, default=0)
 
     def _drain(self) -> None:
         size = self.queue.qsize()
@@ -244,17 +316,24 @@ class _Loop:
             running = self.by_number.get(event["number"])
             if running is None:
                 continue
+            if event.get("attempt") != running.attempt:
+                continue  # a report from an attempt already given up on
             if event["kind"] == "started":
                 self.d.store.update_trial(running.trial.id, node_id=event["node"], heartbeat=True)
                 self.d.display.started(event["number"], running.params)
             elif event["kind"] == "report":
                 self._record(running, event["step"], event["metrics"])
+            elif event["kind"] == "table":
+                name = f"{event['name']}.json"
+                self.d.tracker.log_table(running.run_id, event["table"], name)
 
     def _record(self, running: _Running, step: int, metrics: dict[str, float]) -> None:
         rows = [(step, name, float(value)) for name, value in metrics.items()]
         self.d.store.upsert_metrics(running.trial.id, rows)
         self.d.store.update_trial(running.trial.id, step=step, heartbeat=True)
-        self.d.tracker.log_metrics(running.run_id, rows)
+        if step > running.logged_step:
+            self.d.tracker.log_metrics(running.run_id, rows)
+            running.logged_step = step
         self.d.display.reported(running.trial.number, step, metrics)
 
     def _finish(self, ref: ray.ObjectRef) -> None:
@@ -264,15 +343,14 @@ class _Loop:
         objective = self.d.spec.objectives[0].metric
         try:
             result = ray.get(ref)
+        except _CRASHES as exc:
+            if running.attempt <= self.d.spec.retries:
+                self._retry(running, _error_text(exc))
+                return
+            self._failed(running, f"lost after {running.attempt} attempts: {_error_text(exc)}")
+            return
         except Exception as exc:
-            error = _error_text(exc)
-            self.d.store.update_trial(
-                running.trial.id, status=TrialStatus.FAILED, error=error, finished=True
-            )
-            self.d.tracker.set_tags(running.run_id, {"spx.error": error[:5000]})
-            self.d.tracker.end_run(running.run_id, "FAILED")
-            self.strategy.tell(number, None, Outcome.FAILED)
-            self.d.display.finished(number, "FAILED", None, error)
+            self._failed(running, _error_text(exc))
             return
         metrics = result["metrics"]
         self.d.store.update_trial(
@@ -286,6 +364,23 @@ class _Loop:
         value = metrics.get(objective)
         self.strategy.tell(number, value, Outcome.COMPLETED)
         self.d.display.finished(number, "COMPLETED", value, None)
+
+    def _failed(self, running: _Running, error: str) -> None:
+        self.d.store.update_trial(
+            running.trial.id, status=TrialStatus.FAILED, error=error, finished=True
+        )
+        self.d.tracker.set_tags(running.run_id, {"spx.error": error[:5000]})
+        self.d.tracker.end_run(running.run_id, "FAILED")
+        self.strategy.tell(running.trial.number, None, Outcome.FAILED)
+        self.d.display.finished(running.trial.number, "FAILED", None, error)
+
+    def _retry(self, running: _Running, error: str) -> None:
+        """The worker died: mark the attempt LOST and run it again from its checkpoint."""
+        trial = running.trial
+        self.d.store.update_trial(trial.id, status=TrialStatus.LOST, error=error)
+        self.d.display.finished(trial.number, "LOST", None, f"{error}; retrying")
+        again = replace(trial, attempt=running.attempt)
+        self._start(again, running.run_id, running.params, running.config)
 
     def _abort(self) -> None:
         """Interrupted or crashed: stop what runs and leave nothing marked RUNNING."""
@@ -319,6 +414,18 @@ def launch(
 ) -> SweepOutcome:
     """Run a whole sweep and return its outcome."""
     return Driver(spec, spec_text, settings, display).run()
+
+
+def resume_sweep(
+    name: str,
+    settings: Settings,
+    make_display: Callable[[SweepSpec], PlainDisplay],
+    retry_failed: bool = False,
+) -> SweepOutcome:
+    """Continue the sweep ``name`` from the store: its spec is the one it was launched with."""
+    sweep = Store.open(settings.store_url).get_sweep(name)
+    spec = parse_spec(sweep.spec_text, name=sweep.name)
+    return Driver(spec, sweep.spec_text, settings, make_display(spec)).resume(retry_failed)
 
 
 def checkpoint_folder(settings: Settings, sweep: SweepRow) -> Path:

@@ -7,6 +7,8 @@ every report it made is already in the queue.
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,25 +21,54 @@ class TrialJob:
     number: int
     attempt: int
     config: dict[str, Any]
-    checkpoint_dir: str
+    trial_dir: str
     data_dir: str
     threads: int = 1
 
 
+JOURNAL = "reports.jsonl"
+
+
 class QueueReporter:
-    def __init__(self, queue: Any, number: int, attempt: int):
+    """Writes each report to the trial's journal, then sends it to the driver.
+
+    The journal (``<trial dir>/reports.jsonl``, on SPX_HOME) is the write-ahead log: when
+    a driver dies with reports still in its queue, a resumed driver replays the journal
+    into the store, so nothing a trial reported is lost.
+    """
+
+    def __init__(self, queue: Any, number: int, attempt: int, trial_dir: Path):
         self.queue, self.number, self.attempt = queue, number, attempt
+        self.journal = trial_dir / JOURNAL
+
+    def _send(self, event: dict[str, Any]) -> None:
+        self.queue.put({"number": self.number, "attempt": self.attempt, **event})
 
     def report(self, step: int, metrics: dict[str, float]) -> None:
-        self.queue.put(
-            {
-                "kind": "report",
-                "number": self.number,
-                "attempt": self.attempt,
-                "step": step,
-                "metrics": metrics,
-            }
-        )
+        line = json.dumps({"step": step, "metrics": metrics}, allow_nan=True)
+        with self.journal.open("a") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._send({"kind": "report", "step": step, "metrics": metrics})
+
+    def artifact(self, step: int, name: str, table: dict[str, list]) -> None:
+        self._send({"kind": "table", "step": step, "name": name, "table": table})
+
+
+def read_journal(trial_dir: Path) -> list[tuple[int, dict[str, float]]]:
+    """The (step, metrics) reports a trial wrote, in order; a torn last line is skipped."""
+    path = Path(trial_dir) / JOURNAL
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the process died mid-write: that report never reached anyone
+        out.append((int(entry["step"]), entry["metrics"]))
+    return out
 
 
 def execute(job: TrialJob, queue: Any) -> dict[str, Any]:
@@ -49,12 +80,15 @@ def execute(job: TrialJob, queue: Any) -> dict[str, Any]:
     from spx.workers.tasks import build_task
 
     torch.set_num_threads(max(1, job.threads))
+    folder = Path(job.trial_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "worker.pid").write_text(str(os.getpid()))  # for `kill`, logs and fault tests
     node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
     queue.put({"kind": "started", "number": job.number, "attempt": job.attempt, "node": node})
     cfg = TrialConfig.model_validate(job.config)
     task = build_task(cfg.task, Path(job.data_dir))
-    reporter = QueueReporter(queue, job.number, job.attempt)
-    metrics = train(cfg, task, reporter, Path(job.checkpoint_dir))
+    reporter = QueueReporter(queue, job.number, job.attempt, folder)
+    metrics = train(cfg, task, reporter, folder / "checkpoint")
     return {"number": job.number, "metrics": metrics, "node": node}
 
 

@@ -105,6 +105,14 @@ class Tracker:
 
         self._safe("log metrics", send)
 
+    def log_table(self, run_id: str | None, table: dict[str, list], artifact_file: str) -> None:
+        """Append rows to a table artifact (MLflow's table view shows it)."""
+        if run_id is not None:
+            self._safe(
+                "log table",
+                lambda: self.client.log_table(run_id, data=table, artifact_file=artifact_file),
+            )
+
     def log_text(self, run_id: str | None, text: str, artifact_file: str) -> None:
         if run_id is not None:
             self._safe("log artifact", lambda: self.client.log_text(run_id, text, artifact_file))
@@ -116,6 +124,11 @@ class Tracker:
 
         items = [RunTag(k, v) for k, v in tags.items()]
         self._safe("set tags", lambda: self.client.log_batch(run_id, tags=items))
+
+    def reopen(self, run_id: str | None) -> None:
+        """Mark a run RUNNING again (a resumed sweep or a retried trial continues it)."""
+        if run_id is not None:
+            self._safe("reopen run", lambda: self.client.update_run(run_id, status="RUNNING"))
 
     def end_run(self, run_id: str | None, status: str) -> None:
         """End a run as FINISHED, FAILED or KILLED."""

@@ -88,7 +88,6 @@ def launch(
 ) -> None:
     """Run a sweep: trials on Ray, results in the store and MLflow."""
     from spx.platform.driver import launch as run_sweep
-    from spx.platform.progress import make_display
     from spx.platform.spec import load_spec
 
     if dry_run:
@@ -96,14 +95,17 @@ def launch(
         return
     spec, text = load_spec(file, name)
     settings = _settings(store, tracking_uri, address)
-    goal = spec.objectives[0]
-    display = make_display(
-        goal.metric, goal.goal, spec.resources.concurrent, None if not plain else False
-    )
-    result = run_sweep(spec, text, settings, display)
+    result = run_sweep(spec, text, settings, _display(spec, plain))
     _summary(result, settings)
     if result.failed:
         raise typer.Exit(3)
+
+
+def _display(spec, plain: bool):
+    from spx.platform.progress import make_display
+
+    goal = spec.objectives[0]
+    return make_display(goal.metric, goal.goal, spec.resources.concurrent, False if plain else None)
 
 
 def _summary(result, settings) -> None:
@@ -146,6 +148,27 @@ def _varied(trials) -> list[str]:
 
 def _quote(name: str) -> str:
     return name if name.replace("-", "").replace("_", "").isalnum() else repr(name)
+
+
+@sweep_app.command("resume")
+def resume(
+    name: str,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="run failed trials again")
+    ] = False,
+    store: Store_ = None,
+    tracking_uri: Tracking = None,
+    address: Address = None,
+    plain: Annotated[bool, typer.Option("--plain", help="plain lines, no live panel")] = False,
+) -> None:
+    """Continue a sweep whose driver died; finished trials never run again."""
+    from spx.platform.driver import resume_sweep
+
+    settings = _settings(store, tracking_uri, address)
+    result = resume_sweep(name, settings, lambda spec: _display(spec, plain), retry_failed)
+    _summary(result, settings)
+    if result.failed:
+        raise typer.Exit(3)
 
 
 @sweep_app.command("list")

@@ -23,12 +23,13 @@ STATE = "state.json"
 def save(folder: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(folder.name + ".tmp")
+    # Per-process names: a stale worker from a dead driver may still be saving beside us.
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file({k: v.detach().contiguous().clone() for k, v in tensors.items()}, tmp / TENSORS)
     (tmp / STATE).write_text(json.dumps(state, sort_keys=True))
-    old = folder.with_name(folder.name + ".old")
+    old = folder.with_name(f"{folder.name}.old-{os.getpid()}")
     if folder.exists():
         os.replace(folder, old)
     os.replace(tmp, folder)
@@ -39,7 +40,11 @@ def load(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
     """The checkpoint in ``folder``, or None when there is none."""
     folder = Path(folder)
     if not (folder / STATE).is_file():
-        return None
+        # A crash between the two renames of save() leaves only the previous one.
+        olds = sorted(folder.parent.glob(f"{folder.name}.old-*"), key=lambda p: p.stat().st_mtime)
+        if not olds or not (olds[-1] / STATE).is_file():
+            return None
+        folder = olds[-1]
     return load_file(folder / TENSORS), json.loads((folder / STATE).read_text())
 
 

@@ -15,9 +15,25 @@ from __future__ import annotations
 import difflib
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from spx.errors import ConfigError
+from spx.kernels.nm import parse_nm
+
+
+class FieldError(ValueError):
+    """A cross-field check's failure that names the offending key (relative to its model)."""
+
+    def __init__(self, message: str, field: str, value: Any = ...):
+        super().__init__(message)
+        self.field, self.value = field, value
 
 
 class _Node(BaseModel):
@@ -35,6 +51,9 @@ class TrainConfig(_Node):
     steps: int = Field(300, ge=1, le=10_000_000)
     batch_size: int = Field(64, ge=1, le=1_000_000)
     lr: float = Field(3e-3, gt=0, le=10)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="cosine: decay from train.lr to 0 over train.steps"
+    )
     weight_decay: float = Field(0.0, ge=0, le=10)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
@@ -61,15 +80,59 @@ class PruneConfig(_Node):
     sparsity: float = Field(0.0, ge=0, lt=1, description="target fraction of zeros")
     schedule: ScheduleConfig = ScheduleConfig()
     embeddings: bool = Field(False, description="also prune embedding tables")
+    distribution: Literal["uniform", "er", "erk"] = Field(
+        "uniform", description="layer densities: magnitude, random, rigl, set, channel"
+    )
+    min_layer_fraction: float = Field(
+        0.0005, ge=0, lt=1, description="global methods: least share of all weights a layer keeps"
+    )
+    rounds: int = Field(0, ge=0, le=100, description="lottery: 0 means as many as needed")
+    rewind_step: int = Field(0, ge=0, description="lottery: the step k rounds rewind to")
+    rate: float = Field(0.2, gt=0, lt=1, description="lottery: share of remaining pruned a round")
+    nm: str = Field("2:4", description="nm: keep N of every M weights along the input dim")
+    srste_decay: float = Field(2e-4, ge=0, le=1, description="nm: SR-STE decay on pruned weights")
+    update_every: int = Field(100, ge=1, description="rigl/set: steps between mask updates")
+    drop_fraction: float = Field(0.3, ge=0, le=1, description="rigl/set: initial drop fraction")
+    update_end: float = Field(0.75, ge=0, le=1, description="rigl/set: last update, of train.steps")
 
-    @model_validator(mode="after")
-    def _known_method(self) -> PruneConfig:
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str) -> str:
         from spx.workers.methods import METHODS  # late: methods import this module's types
 
-        if self.method not in METHODS:
-            raise ValueError(
-                f"unknown prune.method {self.method!r}; choose one of {sorted(METHODS)}"
-            )
+        if method not in METHODS:
+            raise ValueError(f"unknown prune.method; choose one of {sorted(METHODS)}")
+        return method
+
+    @field_validator("nm")
+    @classmethod
+    def _parses(cls, nm: str) -> str:
+        try:
+            parse_nm(nm)
+        except ConfigError as exc:
+            raise ValueError(str(exc).split(": ", 1)[-1].rsplit(" (got", 1)[0]) from None
+        return nm
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PruneConfig:
+        if self.method == "nm":
+            n, m = parse_nm(self.nm)
+            if self.sparsity not in (0.0, 1 - n / m):
+                raise FieldError(
+                    f"nm sets its own sparsity (1 - N/M = {1 - n / m:g} for {self.nm}); "
+                    "leave prune.sparsity at 0",
+                    "sparsity",
+                    self.sparsity,
+                )
+        if self.method == "lottery" and self.rounds > 1 and self.sparsity > 0:
+            reached = 1 - (1 - self.rate) ** (self.rounds - 1)
+            if reached >= self.sparsity:
+                raise FieldError(
+                    f"{self.rounds} rounds at prune.rate {self.rate:g} pass prune.sparsity "
+                    f"{self.sparsity:g} before the last round; lower prune.rounds or set it to 0",
+                    "rounds",
+                    self.rounds,
+                )
         return self
 
 
@@ -89,6 +152,18 @@ class TrialConfig(_Node):
     train: TrainConfig = TrainConfig()
     prune: PruneConfig = PruneConfig()
     comm: CommConfig = CommConfig()
+
+    @model_validator(mode="after")
+    def _rewind_in_range(self) -> TrialConfig:
+        p = self.prune
+        if p.method == "lottery" and p.rewind_step >= self.train.steps:
+            raise FieldError(
+                f"prune.rewind_step must come before the end of training "
+                f"(train.steps = {self.train.steps})",
+                "prune.rewind_step",
+                p.rewind_step,
+            )
+        return self
 
     @classmethod
     def from_flat(cls, task: str, flat: dict[str, Any], where: str = "") -> TrialConfig:
@@ -155,10 +230,14 @@ def _insert(tree: dict[str, Any], parts: list[str], value: Any, where: str) -> N
 
 def _to_config_error(exc: ValidationError, where: str) -> ConfigError:
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if p != "task")
+    parts = [str(p) for p in err["loc"] if p != "task"]
     msg = err["msg"].removeprefix("Value error, ")
-    field = f"{where}{loc}" if loc else where.rstrip(".") or None
     value = err.get("input", ...)
+    cause = err.get("ctx", {}).get("error")
+    if isinstance(cause, FieldError):  # a cross-field check names its own key and value
+        parts, value = parts + [cause.field], cause.value
+    loc = ".".join(parts)
+    field = f"{where}{loc}" if loc else where.rstrip(".") or None
     if isinstance(value, dict):  # a model-level check: the message already shows the values
         value = ...
     return ConfigError(msg, field=field, value=value)

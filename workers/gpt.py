@@ -32,6 +32,8 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    output_layer = "tokens.weight"  # the head is tied to it: structured pruning keeps its rows
+
     def __init__(self, vocab: int, context: int, width: int, depth: int, heads: int):
         super().__init__()
         self.tokens = nn.Embedding(vocab, width)

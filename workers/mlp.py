@@ -8,6 +8,7 @@ from torch import Tensor, nn
 class MLP(nn.Module):
     def __init__(self, inputs: int, outputs: int, width: int, depth: int):
         super().__init__()
+        self.output_layer = f"net.{2 * depth}.weight"  # structured pruning keeps its outputs
         layers: list[nn.Module] = []
         size = inputs
         for _ in range(depth):

@@ -1,4 +1,4 @@
-"""Sparsity schedules: when masks change and to what sparsity (ALGORITHMS.md §5, §6).
+"""Schedules: when masks change and to what sparsity (ALGORITHMS.md §5, §6), and the LR.
 
 A schedule is a frozen object with two questions, ``sparsity_at(step)`` and
 ``should_update(step)``; methods never compute their own timing. ``step`` counts optimizer
@@ -12,10 +12,11 @@ t-th forward pass, so pruning "at init" is step 0.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
-from spx.workers.config import ScheduleConfig
+from spx.workers.config import ScheduleConfig, TrainConfig
 
 
 class Schedule(Protocol):
@@ -93,3 +94,16 @@ def build_schedule(cfg: ScheduleConfig, final: float, total_steps: int) -> Sched
     if cfg.kind == "one-shot" or begin == end:
         return OneShot(final, at=begin)
     return Cubic(final=final, begin=begin, end=end, every=cfg.every)
+
+
+def lr_at(cfg: TrainConfig, position: int) -> float:
+    """The learning rate at a position of the LR schedule (``train.lr_schedule``).
+
+    >>> cfg = TrainConfig(steps=100, lr=0.1, lr_schedule="cosine")
+    >>> lr_at(cfg, 0), round(lr_at(cfg, 50), 6), lr_at(cfg, 100)
+    (0.1, 0.05, 0.0)
+    """
+    if cfg.lr_schedule == "cosine":
+        progress = min(position, cfg.steps) / cfg.steps
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return cfg.lr

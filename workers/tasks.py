@@ -3,7 +3,7 @@
 Register a task with :func:`register`; the sweep's ``task:`` names one.
 
 >>> sorted(TASKS)
-['code-gpt', 'digits-mlp']
+['code-gpt', 'digits-cnn', 'digits-mlp']
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from torch.nn import functional as F
 
 from spx.errors import ConfigError
 from spx.workers import corpus, digits
+from spx.workers.cnn import CNN
 from spx.workers.config import TrialConfig
 from spx.workers.gpt import GPT
+from spx.workers.methods import method_class
 from spx.workers.mlp import MLP
 
 Batch = tuple[Tensor, Tensor]
@@ -36,7 +38,14 @@ class Task:
     data_dir: Path = field(default_factory=lambda: Path(".spx/data"))
 
     def validate(self, cfg: TrialConfig) -> None:
-        """Raise ConfigError for configs this task cannot run."""
+        """Raise ConfigError for configs this task cannot run.
+
+        The base asks the sparsity method about the model's shapes (built on the meta
+        device: no memory, no init cost); a subclass adds its own checks and calls it.
+        """
+        with torch.device("meta"):
+            model = self.build_model(cfg)
+        method_class(cfg.prune.method).validate(cfg, model)
 
     def build_model(self, cfg: TrialConfig) -> nn.Module:
         raise NotImplementedError
@@ -88,6 +97,15 @@ class DigitsMLP(Task):
         return digits.load()[0].x[:1]
 
 
+class DigitsCNN(DigitsMLP):
+    """A small ResNet-style CNN on the same 8x8 digits (conv weights, N:M on conv, channels)."""
+
+    name = "digits-cnn"
+
+    def build_model(self, cfg: TrialConfig) -> nn.Module:
+        return CNN(10, cfg.model.width, cfg.model.depth)
+
+
 class CodeGPT(Task):
     """A byte-level GPT on the standard library's sources; val/loss is nats per byte."""
 
@@ -101,6 +119,7 @@ class CodeGPT(Task):
                 field="model.width",
                 value=cfg.model.width,
             )
+        super().validate(cfg)
 
     def build_model(self, cfg: TrialConfig) -> nn.Module:
         m = cfg.model
@@ -183,5 +202,5 @@ def build_task(name: str, data_dir: Path | None = None) -> Task:
     return cls(data_dir) if data_dir else cls()
 
 
-for _cls in (DigitsMLP, CodeGPT):
+for _cls in (DigitsMLP, DigitsCNN, CodeGPT):
     register(_cls)

@@ -87,6 +87,14 @@ def test_mlflow_has_a_parent_run_and_one_child_per_trial(launched):
     assert max(m.value for m in history) == pytest.approx(0.9, abs=0.005)
     artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
     assert "trial_config.json" in artifacts
+    assert "layer_density.json" in artifacts  # per-layer density at every pruning step
+    local = client.download_artifacts(child.info.run_id, "layer_density.json", str(root))
+    table = json.loads(Path(local).read_text())
+    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    last = [r for r in rows if r["step"] == max(r["step"] for r in rows)]
+    assert sum(r["nnz"] for r in last) / sum(r["numel"] for r in last) == pytest.approx(
+        0.1, abs=0.005
+    )
     assert "sweep.yaml" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from spx.errors import TrialError
+from spx.workers import checkpoint
 from spx.workers.config import TrialConfig
 from spx.workers.loop import ListReporter, train
 from spx.workers.tasks import DigitsMLP, build_task
@@ -44,24 +45,69 @@ def test_dense_reports_a_constant_parameter_count():
     assert final["model/flops"] == 64 * 32 + 32 * 32 + 32 * 10
 
 
-def test_resume_from_a_checkpoint_matches_an_uninterrupted_run(tmp_path):
+RESUMABLE = {
+    "magnitude": {"prune.sparsity": 0.7, "prune.schedule.end": 0.8},
+    "rigl": {"prune.sparsity": 0.8, "prune.update_every": 15, "prune.distribution": "erk"},
+    "set": {"prune.sparsity": 0.8, "prune.update_every": 15},
+    "lottery": {"prune.sparsity": 0.6, "prune.rate": 0.5, "prune.rewind_step": 10},
+    "nm": {"prune.nm": "1:4"},
+}
+
+
+@pytest.mark.parametrize("method", sorted(RESUMABLE))
+def test_resume_from_a_checkpoint_matches_an_uninterrupted_run(method, tmp_path):
     cfg = _cfg(
         **{
-            "prune.method": "magnitude",
-            "prune.sparsity": 0.7,
+            "prune.method": method,
             "train.checkpoint_every": 20,
-            "prune.schedule.end": 0.8,
+            "train.lr_schedule": "cosine",
+            **RESUMABLE[method],
         }
     )
     task = build_task("digits-mlp")
     straight_rep, resumed_rep = ListReporter(), ListReporter()
-    straight = train(cfg, task, straight_rep)
+    straight = train(cfg, task, straight_rep, tmp_path / "straight")
+    stop = 100 if method == "lottery" else 40  # lottery: mid second round (60, 110, 160)
     folder = tmp_path / "ckpt"
-    assert _run_until(cfg, task, folder, stop=40) == 40
+    assert _run_until(cfg, task, folder, stop=stop) == stop
     resumed = train(cfg, task, resumed_rep, folder)
     assert resumed == pytest.approx(straight, rel=1e-6, abs=1e-7)
-    after_40 = [(s, m["model/sparsity"]) for s, m in straight_rep.rows if s > 40]
-    assert [(s, m["model/sparsity"]) for s, m in resumed_rep.rows] == after_40
+    after = [(s, m["model/sparsity"], m["val/loss"]) for s, m in straight_rep.rows if s > stop]
+    assert [(s, m["model/sparsity"], m["val/loss"]) for s, m in resumed_rep.rows] == after
+    ends = checkpoint.load(tmp_path / "straight")[0], checkpoint.load(folder)[0]
+    masks = [{k: v for k, v in end.items() if k.startswith("pruner/mask/")} for end in ends]
+    assert masks[0].keys() == masks[1].keys() and masks[0]
+    assert all(torch.equal(masks[0][k], masks[1][k]) for k in masks[0])  # the same masks
+
+
+def test_every_mask_update_reports_and_hands_over_the_layer_density_table():
+    rep = ListReporter()
+    cfg = _cfg(
+        **{
+            "prune.method": "magnitude",
+            "prune.sparsity": 0.5,
+            "prune.schedule.end": 0.5,
+            "prune.schedule.every": 10,
+        }
+    )
+    train(cfg, build_task("digits-mlp"), rep)
+    assert [s for s, _, _ in rep.tables] == [1, 11, 21, 31]  # updates at steps 0, 10, 20, 30
+    assert {name for _, name, _ in rep.tables} == {"layer_density"}
+    step, _, table = rep.tables[-1]
+    assert table["layer"] == ["net.0.weight", "net.2.weight", "net.4.weight"]
+    assert table["step"] == [31] * 3 and table["numel"] == [64 * 32, 32 * 32, 32 * 10]
+    assert table["density"] == [pytest.approx(0.5, abs=1e-3)] * 3
+    assert step in {s for s, _ in rep.rows}
+
+
+def test_lottery_reports_increasing_steps_across_rounds():
+    rep = ListReporter()
+    cfg = _cfg(**{"prune.method": "lottery", "prune.rounds": 2, "prune.rewind_step": 10})
+    final = train(cfg, build_task("digits-mlp"), rep)
+    steps = [s for s, _ in rep.rows]
+    assert steps == sorted(set(steps)) and steps[-1] == 60 + 2 * 50
+    assert final["model/sparsity"] == pytest.approx(0.36, abs=1e-3)
+    assert final["data/tokens"] == 160 * 64
 
 
 def _run_until(cfg, task, folder, stop):

@@ -20,6 +20,12 @@ def test_keep_top_on_a_literal_4x4():
     assert mask.int().tolist() == [[0, 1, 0, 0], [1, 0, 0, 1], [0, 1, 1, 0], [1, 0, 0, 0]]
 
 
+def test_keep_top_keeps_exactly_k_also_when_dropping_the_lowest_is_cheaper():
+    mask = keep_top(torch.tensor(W4).abs(), keep=13)  # drops the 3 smallest instead
+    assert mask.int().tolist() == [[1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 1, 0], [1, 0, 1, 1]]
+    assert int(keep_top(torch.tensor(W4), keep=16).sum()) == 16
+
+
 def test_prunable_weights_skip_biases_norms_and_tied_embeddings():
     from spx.workers.gpt import GPT
 
