@@ -22,12 +22,12 @@ from ray.util.queue import Queue
 from spx.errors import ConfigError, NotFoundError
 from spx.platform import cluster
 from spx.platform.progress import PlainDisplay
-from spx.platform.runner import TrialJob, read_journal, submit
+from spx.platform.runner import Control, TrialJob, read_journal, submit
 from spx.platform.settings import Settings, ensure_home
 from spx.platform.spec import SweepSpec, parse_spec, spec_hash, trial_config
 from spx.platform.store import Store, SweepRow, SweepStatus, TrialRow, TrialStatus
 from spx.platform.tracking import Tracker
-from spx.search.base import Outcome, Strategy, Suggestion
+from spx.search.base import EarlyStopper, Outcome, Strategy, Suggestion
 from spx.search.strategies import build_strategy
 
 log = logging.getLogger("spx.driver")
@@ -214,6 +214,8 @@ class _Loop:
         self.d, self.sweep, self.strategy = driver, sweep, strategy
         self.exp, self.parent = exp, parent
         self.queue = Queue()
+        self.control = Control.remote()  # type: ignore[attr-defined]
+        self.stopper: EarlyStopper | None = None
         self.running: dict[ray.ObjectRef, _Running] = {}
         self.by_number: dict[int, _Running] = {}
         self.exhausted = False
@@ -291,7 +293,7 @@ class _Loop:
             data_dir=str(self.d.settings.home / "data"),
             threads=max(1, int(r.cpus_per_worker)),
         )
-        ref = submit(job, self.queue, r.cpus_per_worker, r.gpus_per_worker)
+        ref = submit(job, self.queue, self.control, r.cpus_per_worker, r.gpus_per_worker)
         running = _Running(trial, run_id, params, config, attempt, logged)
         self.running[ref] = running
         self.by_number[trial.number] = running
@@ -335,6 +337,11 @@ class _Loop:
             self.d.tracker.log_metrics(running.run_id, rows)
             running.logged_step = step
         self.d.display.reported(running.trial.number, step, metrics)
+        value = metrics.get(self.d.spec.objectives[0].metric)
+        if self.stopper is None or value is None:
+            return
+        if self.stopper.should_stop(running.trial.number, step, float(value)):
+            self.control.stop.remote(running.trial.number)
 
     def _finish(self, ref: ray.ObjectRef) -> None:
         running = self.running.pop(ref)
@@ -353,17 +360,22 @@ class _Loop:
             self._failed(running, _error_text(exc))
             return
         metrics = result["metrics"]
+        pruned = result.get("pruned")
+        status = TrialStatus.PRUNED if pruned is not None else TrialStatus.COMPLETED
         self.d.store.update_trial(
             running.trial.id,
-            status=TrialStatus.COMPLETED,
+            status=status,
             metrics=metrics,
+            step=pruned,
             node_id=result["node"],
             finished=True,
         )
+        if pruned is not None:
+            self.d.tracker.set_tags(running.run_id, {"spx.status": "PRUNED"})
         self.d.tracker.end_run(running.run_id, "FINISHED")
         value = metrics.get(objective)
-        self.strategy.tell(number, value, Outcome.COMPLETED)
-        self.d.display.finished(number, "COMPLETED", value, None)
+        self.strategy.tell(number, value, Outcome(str(status)))
+        self.d.display.finished(number, str(status), value, None)
 
     def _failed(self, running: _Running, error: str) -> None:
         self.d.store.update_trial(

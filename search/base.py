@@ -34,6 +34,12 @@ class Outcome(StrEnum):
     FAILED = "FAILED"
 
 
+class EarlyStopper(Protocol):
+    """Answers one question about a running trial: should it stop now?"""
+
+    def should_stop(self, number: int, step: int, value: float) -> bool: ...
+
+
 class Strategy(Protocol):
     total: int | None
     """How many trials the strategy will suggest, when it knows."""

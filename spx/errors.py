@@ -46,5 +46,14 @@ class TrialError(SpxError):
     """A trial failed: it raised, or its loss went NaN."""
 
 
+class TrialPruned(SpxError):
+    """Early termination asked a trial to stop; not a failure. Carries where it stopped."""
+
+    def __init__(self, step: int, metrics: dict[str, float]):
+        super().__init__(f"stopped early at step {step}")
+        self.step = step
+        self.metrics = metrics
+
+
 class ClusterError(SpxError):
     """Ray could not be reached or cannot place what the sweep asks for."""

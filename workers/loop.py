@@ -24,7 +24,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from spx.errors import TrialError
+from spx.errors import TrialError, TrialPruned
 from spx.workers import checkpoint
 from spx.workers.accounting import Accountant
 from spx.workers.config import TrialConfig
@@ -37,7 +37,9 @@ DENSITY_TABLE = "layer_density"
 
 
 class Reporter(Protocol):
-    def report(self, step: int, metrics: dict[str, float]) -> None: ...
+    def report(self, step: int, metrics: dict[str, float]) -> bool | None:
+        """Take one report; returning False asks the trial to stop early (PRUNED)."""
+        ...
 
 
 class TableReporter(Reporter, Protocol):
@@ -118,9 +120,14 @@ def train(
         if due or changed:
             elapsed = time.perf_counter() - started
             metrics = _metrics(state, task, cfg, window, elapsed)
-            reporter.report(state.step, metrics)
+            keep_going = reporter.report(state.step, metrics)
             if changed:
                 _publish(reporter, state.step, DENSITY_TABLE, state.pruner.masks.table(state.step))
+            if keep_going is False:  # early termination: keep what was learned, then stop
+                if checkpoint_dir is not None:
+                    save(state, checkpoint_dir)
+                state.model.eval()
+                raise TrialPruned(state.step, _final(state, task, cfg))
             window, started = [], time.perf_counter()
     state.model.eval()
     return _final(state, task, cfg)

@@ -155,3 +155,17 @@ def test_code_gpt_trains_on_the_stdlib_corpus(tmp_path):
     # near-uniform over 256 bytes at init: about ln(256) = 5.55 nats per byte
     assert 4.0 < final["val/loss"] < 6.0
     assert final["data/tokens"] == 3 * 4 * 16
+
+
+def test_a_reporter_can_stop_a_trial_early_keeping_its_checkpoint(tmp_path):
+    from spx.errors import TrialPruned
+
+    class StopAt40:
+        def report(self, step, metrics):
+            return step < 40
+
+    with pytest.raises(TrialPruned) as info:
+        train(_cfg(), build_task("digits-mlp"), StopAt40(), tmp_path / "ckpt")
+    assert info.value.step == 40
+    assert info.value.metrics["val/acc"] > 0.1
+    assert json.loads((tmp_path / "ckpt" / "state.json").read_text())["step"] == 40
