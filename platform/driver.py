@@ -24,11 +24,13 @@ from spx.platform import cluster
 from spx.platform.progress import PlainDisplay
 from spx.platform.runner import Control, TrialJob, read_journal, submit
 from spx.platform.settings import Settings, ensure_home
-from spx.platform.spec import SweepSpec, parse_spec, spec_hash, trial_config
+from spx.platform.spec import SweepSpec, parse_spec, spec_hash, strategy_context, trial_config
 from spx.platform.store import Store, SweepRow, SweepStatus, TrialRow, TrialStatus
 from spx.platform.tracking import Tracker
-from spx.search.base import EarlyStopper, Outcome, Strategy, Suggestion
+from spx.search.base import EarlyStopper, Outcome, Strategy, Suggestion, Value
+from spx.search.early_stop import StopRule, build_stopper
 from spx.search.strategies import build_strategy
+from spx.search.study_storage import study_storage_url
 
 log = logging.getLogger("spx.driver")
 # A trial's process or node went away: the trial itself did nothing wrong, so it may retry.
@@ -139,14 +141,15 @@ class Driver:
             mlflow_experiment_id=exp,
             mlflow_run_id=parent,
         )
-        strategy = build_strategy(
-            self.spec.method, self.spec.space(), self.spec.budget(), self.spec.seed
-        )
+        storage = study_storage_url(self.settings.store_url)
+        strategy = build_strategy(self.spec.method, strategy_context(self.spec, storage))
         self.display.start(sweep.name, strategy.total)
         status = SweepStatus.FAILED
         try:
             loop = _Loop(self, sweep, strategy, exp, parent)
             loop.existing, loop.done = existing, done or {}
+            loop.stopper = self._stopper()
+            loop.warm_stopper()
             loop.run()
             status = SweepStatus.COMPLETED
         except KeyboardInterrupt:
@@ -157,6 +160,15 @@ class Driver:
             self.store.update_sweep(sweep.id, status=status, finished=True)
             self.tracker.end_run(parent, "FINISHED" if status == "COMPLETED" else "KILLED")
         return self.outcome(sweep.name)
+
+    def _stopper(self) -> EarlyStopper | None:
+        rule, target = self.spec.early_stop, self.spec.stop_target()
+        if rule is None or target is None:
+            return None
+        max_steps = None
+        if "train.steps" not in self.spec.parameters:
+            max_steps = trial_config(self.spec, {}).train.steps
+        return build_stopper(StopRule(rule.type), target[1], rule.grace, rule.reduction, max_steps)
 
     def _start_tracking(self, sweep: SweepRow) -> tuple[str | None, str | None]:
         exp = self.tracker.experiment(self.spec.name)
@@ -189,8 +201,21 @@ def outcome(store: Store, name: str, metric: str, goal: str) -> SweepOutcome:
     return SweepOutcome(sweep, trials, best, metric)
 
 
+def _objective(spec: SweepSpec, metrics: dict[str, Any] | None) -> Value | None:
+    """What the strategy is told: one value, or a tuple for a multi-objective sweep."""
+    found = [_metric(metrics, o.metric) for o in spec.objectives]
+    values = [v for v in found if v is not None]
+    if len(values) < len(found):
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
+
+
 def _value(trial: TrialRow, metric: str) -> float | None:
-    value = (trial.metrics or {}).get(metric)
+    return _metric(trial.metrics, metric)
+
+
+def _metric(metrics: dict[str, Any] | None, metric: str) -> float | None:
+    value = (metrics or {}).get(metric)
     if value is None or not isinstance(value, int | float) or not math.isfinite(value):
         return None
     return float(value)
@@ -216,6 +241,8 @@ class _Loop:
         self.queue = Queue()
         self.control = Control.remote()  # type: ignore[attr-defined]
         self.stopper: EarlyStopper | None = None
+        target = driver.spec.stop_target()
+        self.stop_metric = target[0] if target else None
         self.running: dict[ray.ObjectRef, _Running] = {}
         self.by_number: dict[int, _Running] = {}
         self.exhausted = False
@@ -237,6 +264,15 @@ class _Loop:
             self._abort()
             raise
 
+    def warm_stopper(self) -> None:
+        """Resumed sweep: replay the finished trials' curves so the stopper compares with them."""
+        if self.stopper is None or self.stop_metric is None:
+            return
+        for number, trial in sorted(self.done.items()):
+            for _, step, _, value in self.d.store.metric_history([trial.id], [self.stop_metric]):
+                self.stopper.should_stop(number, step, value)
+            self.stopper.finish(number, Outcome(str(trial.status)))
+
     def _fill(self) -> None:
         limit = self.d.spec.resources.concurrent
         while not self.exhausted and len(self.running) < limit:
@@ -246,8 +282,7 @@ class _Loop:
                 return
             finished = self.done.get(suggestion.number)
             if finished is not None:  # resumed sweep: this trial already ran to its end
-                objective = self.d.spec.objectives[0].metric
-                value = _value(finished, objective)
+                value = _objective(self.d.spec, finished.metrics)
                 self.strategy.tell(suggestion.number, value, Outcome(str(finished.status)))
                 continue
             self._submit(suggestion)
@@ -293,7 +328,9 @@ class _Loop:
             data_dir=str(self.d.settings.home / "data"),
             threads=max(1, int(r.cpus_per_worker)),
         )
-        ref = submit(job, self.queue, self.control, r.cpus_per_worker, r.gpus_per_worker)
+        ref = submit(
+            job, self.queue, self.control, r.cpus_per_worker, r.gpus_per_worker, r.workers_per_trial
+        )
         running = _Running(trial, run_id, params, config, attempt, logged)
         self.running[ref] = running
         self.by_number[trial.number] = running
@@ -337,7 +374,7 @@ class _Loop:
             self.d.tracker.log_metrics(running.run_id, rows)
             running.logged_step = step
         self.d.display.reported(running.trial.number, step, metrics)
-        value = metrics.get(self.d.spec.objectives[0].metric)
+        value = metrics.get(self.stop_metric) if self.stop_metric else None
         if self.stopper is None or value is None:
             return
         if self.stopper.should_stop(running.trial.number, step, float(value)):
@@ -347,7 +384,6 @@ class _Loop:
         running = self.running.pop(ref)
         number = running.trial.number
         self.by_number.pop(number, None)
-        objective = self.d.spec.objectives[0].metric
         try:
             result = ray.get(ref)
         except _CRASHES as exc:
@@ -373,9 +409,12 @@ class _Loop:
         if pruned is not None:
             self.d.tracker.set_tags(running.run_id, {"spx.status": "PRUNED"})
         self.d.tracker.end_run(running.run_id, "FINISHED")
-        value = metrics.get(objective)
+        value = _objective(self.d.spec, metrics)
         self.strategy.tell(number, value, Outcome(str(status)))
-        self.d.display.finished(number, str(status), value, None)
+        if self.stopper is not None:
+            self.stopper.finish(number, Outcome(str(status)))
+        shown = metrics.get(self.d.spec.objectives[0].metric)
+        self.d.display.finished(number, str(status), shown, None)
 
     def _failed(self, running: _Running, error: str) -> None:
         self.d.store.update_trial(
@@ -384,6 +423,8 @@ class _Loop:
         self.d.tracker.set_tags(running.run_id, {"spx.error": error[:5000]})
         self.d.tracker.end_run(running.run_id, "FAILED")
         self.strategy.tell(running.trial.number, None, Outcome.FAILED)
+        if self.stopper is not None:
+            self.stopper.finish(running.trial.number, Outcome.FAILED)
         self.d.display.finished(running.trial.number, "FAILED", None, error)
 
     def _retry(self, running: _Running, error: str) -> None:
@@ -402,11 +443,11 @@ class _Loop:
             log.debug("could not drain the report queue while aborting", exc_info=True)
         for ref, running in list(self.running.items()):
             ray.cancel(ref, force=True)
+            # LOST, not FAILED: `spx sweep resume` continues it from its checkpoint.
             self.d.store.update_trial(
                 running.trial.id,
-                status=TrialStatus.FAILED,
+                status=TrialStatus.LOST,
                 error="interrupted: the sweep was stopped",
-                finished=True,
             )
             self.d.tracker.end_run(running.run_id, "KILLED")
         self.running.clear()

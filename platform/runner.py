@@ -1,5 +1,12 @@
 """The Ray side of one trial: a remote task that trains and streams its reports back.
 
+A trial with ``resources.workers_per_trial`` R > 1 runs as a worker group (ALGORITHMS.md
+§1): a coordinator task (no CPU of its own) reserves a placement group of R bundles,
+starts one :class:`GroupWorker` actor per bundle, asks rank 0 for its address and a free
+port, and the R ranks join a torch.distributed group there (gloo; NCCL with CUDA) with a
+collective timeout. Rank 0 reports through the queue like a single-worker trial; the
+coordinator's result is rank 0's.
+
 Reports travel through one Ray queue per sweep; the driver drains it and is the only
 writer to the store and MLflow. ``put`` is synchronous, so when a trial's task returns
 every report it made is already in the queue.
@@ -87,33 +94,57 @@ def read_journal(trial_dir: Path) -> list[tuple[int, dict[str, float]]]:
     return out
 
 
-def execute(job: TrialJob, queue: Any, control: Any) -> dict[str, Any]:
-    """Run one trial in this process (the body of the Ray task).
+def execute(
+    job: TrialJob, queue: Any, control: Any, rank: int = 0, world: int = 1, rendezvous: Any = None
+) -> dict[str, Any]:
+    """Run one trial (or rank ``rank`` of a worker group of ``world``) in this process.
 
     Returns its final metrics; ``pruned`` is the step it stopped at when early
-    termination stopped it, else None.
+    termination stopped it, else None. Only rank 0 reports; a group's ranks join the
+    process group at ``rendezvous = (host, port)``, rank 0's address.
     """
     import torch
 
     from spx.errors import TrialPruned
     from spx.workers.config import TrialConfig
-    from spx.workers.loop import train
+    from spx.workers.loop import ListReporter, train
     from spx.workers.tasks import build_task
 
     torch.set_num_threads(max(1, job.threads))
     folder = Path(job.trial_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "worker.pid").write_text(str(os.getpid()))  # for `kill`, logs and fault tests
+    suffix = f"-rank{rank}" if rank else ""
+    (folder / f"worker{suffix}.pid").write_text(str(os.getpid()))  # for `kill` and fault tests
     node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-    queue.put({"kind": "started", "number": job.number, "attempt": job.attempt, "node": node})
+    if rank == 0:
+        queue.put({"kind": "started", "number": job.number, "attempt": job.attempt, "node": node})
     cfg = TrialConfig.model_validate(job.config)
     task = build_task(cfg.task, Path(job.data_dir))
     reporter = QueueReporter(queue, job.number, job.attempt, folder, control)
+    comm = _join(rank, world, rendezvous, cfg.comm.timeout_s) if world > 1 else None
     try:
-        metrics, pruned = train(cfg, task, reporter, folder / "checkpoint"), None
+        ckpt = folder / f"checkpoint{suffix}"
+        metrics, pruned = (
+            train(cfg, task, reporter if rank == 0 else ListReporter(), ckpt, comm),
+            None,
+        )
     except TrialPruned as stop:
         metrics, pruned = stop.metrics, stop.step
+    finally:
+        if comm is not None:
+            from spx.workers.distributed import shutdown_torch
+
+            shutdown_torch()
     return {"number": job.number, "metrics": metrics, "node": node, "pruned": pruned}
+
+
+def _join(rank: int, world: int, rendezvous: tuple[str, int], timeout_s: float) -> Any:
+    import torch
+
+    from spx.workers.distributed import init_torch
+
+    host, port = rendezvous
+    return init_torch(rank, world, host, port, timeout_s, cuda=torch.cuda.is_available())
 
 
 @ray.remote(max_retries=0)
@@ -121,5 +152,74 @@ def run_trial(job_fields: dict[str, Any], queue: Any, control: Any) -> dict[str,
     return execute(TrialJob(**job_fields), queue, control)
 
 
-def submit(job: TrialJob, queue: Any, control: Any, cpus: float, gpus: float) -> ray.ObjectRef:
+@ray.remote(max_restarts=0)
+class GroupWorker:
+    """One rank of a multi-worker trial, pinned to its placement-group bundle."""
+
+    def address(self) -> tuple[str, int]:
+        from spx.workers.distributed import free_port
+
+        return ray.util.get_node_ip_address(), free_port()
+
+    def run(self, job_fields: dict[str, Any], rank: int, world: int, *rest: Any) -> dict:
+        queue, control, rendezvous = rest
+        return execute(TrialJob(**job_fields), queue, control, rank, world, rendezvous)
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def run_group(
+    job_fields: dict[str, Any], queue: Any, control: Any, world: int, cpus: float, gpus: float
+) -> dict[str, Any]:
+    """Launch ``world`` ranks in one placement group, rendezvous at rank 0, wait for all.
+
+    The first rank to fail ends the whole group at once (no rank waits out its collective
+    timeout): a dead process surfaces as a WorkerCrashedError, so the driver retries the
+    trial from its checkpoints; an error the trial raised fails it with that error.
+    """
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    bundle = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+    group = placement_group([bundle] * world, strategy="PACK")
+    actors = []
+    try:
+        ray.get(group.ready(), timeout=600)
+        for rank in range(world):
+            where = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=rank)
+            opts = {"num_cpus": cpus, "num_gpus": gpus, "scheduling_strategy": where}
+            actors.append(GroupWorker.options(**opts).remote())  # type: ignore[attr-defined]
+        rendezvous = ray.get(actors[0].address.remote())
+        refs = [
+            a.run.remote(job_fields, r, world, queue, control, rendezvous)
+            for r, a in enumerate(actors)
+        ]
+        return _await_all(refs)[0]
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+        remove_placement_group(group)
+
+
+def _await_all(refs: list[ray.ObjectRef]) -> list[dict[str, Any]]:
+    results: dict[ray.ObjectRef, dict[str, Any]] = {}
+    pending = list(refs)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        try:
+            results[done[0]] = ray.get(done[0])
+        except ray.exceptions.RayActorError as exc:
+            raise ray.exceptions.WorkerCrashedError() from exc
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause
+            raise (cause if isinstance(cause, BaseException) else exc) from None
+    return [results[r] for r in refs]
+
+
+def submit(
+    job: TrialJob, queue: Any, control: Any, cpus: float, gpus: float, workers: int = 1
+) -> ray.ObjectRef:
+    """One ObjectRef per trial: a single task, or the coordinator of a worker group."""
+    if workers > 1:
+        fields = asdict(job)
+        return run_group.remote(fields, queue, control, workers, cpus, gpus)  # type: ignore[call-arg]
     return run_trial.options(num_cpus=cpus, num_gpus=gpus).remote(asdict(job), queue, control)

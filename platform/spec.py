@@ -36,12 +36,14 @@ from pydantic import (
 )
 
 from spx.errors import ConfigError
+from spx.search.base import Goal
+from spx.search.optuna_search import SAMPLERS, check_space
 from spx.search.space import Axis, Categorical, FloatRange, IntRange, Space
-from spx.search.strategies import STRATEGIES, build_strategy
+from spx.search.strategies import STRATEGIES, StrategyContext, build_strategy
 from spx.workers.config import TrialConfig
 from spx.workers.tasks import build_task, task_class
 
-SPEC_METHODS = ("grid", "random", "tpe", "cmaes", "nsga2", "random-nas", "dass", "oto")
+SPEC_METHODS = ("grid", "random", "tpe", "cmaes", "nsga2", "qmc", "random-nas", "dass", "oto")
 MAX_FILE_BYTES = 1_000_000
 
 
@@ -92,8 +94,14 @@ class Objective(_Strict):
 
 
 class EarlyStop(_Strict):
+    """Stop trials early on ``metric`` (default: the first objective's), judged by an
+    Optuna pruner. ``grace``: steps every trial runs before it can be stopped;
+    ``reduction``: ASHA's and Hyperband's factor (keep the best 1/reduction at each rung).
+    ``goal`` is needed only when ``metric`` is not one of the objectives."""
+
     type: Literal["asha", "median", "hyperband"]
     metric: str | None = None
+    goal: Literal["minimize", "maximize"] | None = None
     grace: int = Field(1, ge=1)
     reduction: int = Field(3, ge=2)
 
@@ -160,6 +168,32 @@ class SweepSpec(_Strict):
     def budget(self) -> int:
         return self.trials if self.trials is not None else 10
 
+    def stop_target(self) -> tuple[str, Goal] | None:
+        """The metric early termination watches and its goal (None: no early_stop)."""
+        if self.early_stop is None:
+            return None
+        metric = self.early_stop.metric or self.objectives[0].metric
+        goals = {o.metric: o.goal for o in self.objectives}
+        goal = self.early_stop.goal or goals.get(metric)
+        if goal is None:
+            raise ConfigError(
+                f"say whether {metric} should be minimized or maximized (it is no objective)",
+                field="early_stop.goal",
+            )
+        return metric, goal
+
+
+def strategy_context(spec: SweepSpec, storage_url: str | None = None) -> StrategyContext:
+    """What the sweep's strategy is built from; ``storage_url``: its Optuna study's home."""
+    return StrategyContext(
+        space=spec.space(),
+        trials=spec.budget(),
+        seed=spec.seed,
+        goals=tuple(o.goal for o in spec.objectives),
+        storage_url=storage_url,
+        study_name=spec.name,
+    )
+
 
 def load_spec(path: str | Path, name: str | None = None) -> tuple[SweepSpec, str]:
     """Read and validate a sweep file (``name`` overrides its name); returns spec and text."""
@@ -192,8 +226,23 @@ def parse_spec(text: str, name: str | None = None) -> SweepSpec:
     except ValidationError as exc:
         raise _schema_error(exc) from None
     _check_axes(spec)
+    _check_search(spec)
     resolve_trials(spec)
+    _check_comm(spec)
     return spec
+
+
+def _check_comm(spec: SweepSpec) -> None:
+    """``comm.*`` keys only mean something when a trial spans several workers."""
+    if spec.resources.workers_per_trial > 1:
+        return
+    for where, keys in (("fixed.", spec.fixed), ("parameters.", spec.parameters)):
+        for key in keys:
+            if key == "comm" or key.startswith("comm."):
+                raise ConfigError(
+                    "comm.* keys need resources.workers_per_trial > 1 (this trial has one worker)",
+                    field=f"{where}{key}",
+                )
 
 
 def spec_hash(text: str) -> str:
@@ -201,8 +250,13 @@ def spec_hash(text: str) -> str:
 
 
 def resolve_trials(spec: SweepSpec, limit: int | None = None) -> list[TrialConfig]:
-    """The trial configs the sweep will run (the first ``limit`` of them), validated."""
-    strategy = build_strategy(spec.method, spec.space(), spec.budget(), spec.seed)
+    """The trial configs the sweep will run (the first ``limit`` of them), validated.
+
+    An adaptive method's configs depend on results not yet known: it is previewed, and
+    validated, by random draws from the same space.
+    """
+    method = "random" if spec.method in SAMPLERS else spec.method
+    strategy = build_strategy(method, strategy_context(spec))
     task = build_task(spec.task)
     out: list[TrialConfig] = []
     while limit is None or len(out) < limit:
@@ -229,6 +283,18 @@ def _task_check(task: Any, cfg: TrialConfig, where: str) -> None:
         raise ConfigError(
             str(exc).split(": ", 1)[-1], field=f"{where}{exc.field}" if exc.field else None
         ) from None
+
+
+def _check_search(spec: SweepSpec) -> None:
+    """What the method and early termination need of the space and the objectives."""
+    metrics = [o.metric for o in spec.objectives]
+    if not metrics:
+        raise ConfigError("give at least one objective", field="objective", value=[])
+    if len(set(metrics)) != len(metrics):
+        raise ConfigError("each objective must name a different metric", field="objective")
+    if spec.method in SAMPLERS:
+        check_space(spec.method, spec.space(), len(spec.objectives))
+    spec.stop_target()
 
 
 def _check_axes(spec: SweepSpec) -> None:

@@ -19,7 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+Goal = Literal["minimize", "maximize"]
+Value = float | tuple[float, ...]
+"""An objective value: one float, or one per objective for a multi-objective sweep."""
 
 
 @dataclass(frozen=True)
@@ -35,9 +39,14 @@ class Outcome(StrEnum):
 
 
 class EarlyStopper(Protocol):
-    """Answers one question about a running trial: should it stop now?"""
+    """Answers one question about a running trial: should it stop now?
+
+    ``finish`` tells it a trial ended, so later answers can compare against it.
+    """
 
     def should_stop(self, number: int, step: int, value: float) -> bool: ...
+
+    def finish(self, number: int, outcome: Outcome) -> None: ...
 
 
 class Strategy(Protocol):
@@ -45,9 +54,13 @@ class Strategy(Protocol):
     """How many trials the strategy will suggest, when it knows."""
 
     def ask(self) -> Suggestion | None:
-        """The next trial to run, or None when the strategy is done."""
+        """The next trial to run, or None when the strategy is done.
+
+        A strategy rebuilt for a resumed sweep suggests the same numbers again from 0 (with
+        the same configs where it can); the driver tells it those that already finished.
+        """
         ...
 
-    def tell(self, number: int, value: float | None, outcome: Outcome) -> None:
+    def tell(self, number: int, value: Value | None, outcome: Outcome) -> None:
         """The objective value of a finished trial (None when it has none)."""
         ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from spx.search.base import Outcome, Suggestion
+from spx.search.base import Outcome, Suggestion, Value
 from spx.search.space import Categorical, Space
 
 
@@ -35,5 +35,5 @@ class GridSearch:
         self.next += 1
         return suggestion
 
-    def tell(self, number: int, value: float | None, outcome: Outcome) -> None:
+    def tell(self, number: int, value: Value | None, outcome: Outcome) -> None:
         """Grid search does not learn."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 
-from spx.search.base import Outcome, Suggestion
+from spx.search.base import Outcome, Suggestion, Value
 from spx.search.space import Space
 
 
@@ -36,5 +36,5 @@ class RandomSearch:
         self.next += 1
         return suggestion
 
-    def tell(self, number: int, value: float | None, outcome: Outcome) -> None:
+    def tell(self, number: int, value: Value | None, outcome: Outcome) -> None:
         """Random search does not learn."""

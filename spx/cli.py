@@ -210,26 +210,52 @@ def status(name: str, store: Store_ = None, as_json: AsJson = False) -> None:
 
 
 @sweep_app.command("show")
-def show(name: str, store: Store_ = None, as_json: AsJson = False) -> None:
+def show(
+    name: str,
+    store: Store_ = None,
+    as_json: AsJson = False,
+    pareto: Annotated[
+        bool, typer.Option("--pareto", help="only the completed trials on the Pareto front")
+    ] = False,
+) -> None:
     """A sweep and every trial: number, status, params, final metrics."""
     from spx.platform.views import sweep_dict, to_json, trial_dict
 
     db = _open_store(store)
     sweep = db.get_sweep(name)
     trials = db.trials(sweep.id)
+    metrics = ["val/loss", "val/acc", "model/sparsity", "model/params_avg"]
+    if pareto:
+        trials, objectives = _pareto(sweep, trials)
+        metrics = [*objectives, *(m for m in metrics if m not in objectives)]
     if as_json:
         print(
             to_json({"sweep": sweep_dict(sweep, trials), "trials": [trial_dict(t) for t in trials]})
         )
         return
     varied = _varied(trials)
-    metrics = ["val/loss", "val/acc", "model/sparsity", "model/params_avg"]
     table = Table("trial", "status", *varied, *metrics)
     for t in trials:
         m = t.metrics or {}
         cells = [f"{m[k]:.4g}" if isinstance(m.get(k), int | float) else "" for k in metrics]
         table.add_row(str(t.number), str(t.status), *(str(t.params.get(k)) for k in varied), *cells)
     out.print(table)
+
+
+def _pareto(sweep, trials) -> tuple[list, list[str]]:
+    """The completed trials no other beats on every objective, best first on the first."""
+    import pandas as pd
+
+    from spx.dashboards.pareto import pareto_front
+    from spx.platform.spec import parse_spec
+
+    objectives = parse_spec(sweep.spec_text, name=sweep.name).objectives
+    done = [t for t in trials if t.status == "COMPLETED"]
+    goals = {o.metric: "min" if o.goal == "minimize" else "max" for o in objectives}
+    rows = [{m: (t.metrics or {}).get(m) for m in goals} for t in done]
+    frame = pd.DataFrame(rows, columns=list(goals), index=range(len(done)), dtype=float)
+    front = pareto_front(frame, goals)  # type: ignore[arg-type]
+    return [done[i] for i in front.index], list(goals)
 
 
 @sweep_app.command("export")

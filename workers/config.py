@@ -137,12 +137,60 @@ class PruneConfig(_Node):
 
 
 class CommConfig(_Node):
+    """How the workers of a multi-worker trial synchronise (ALGORITHMS.md §1a-§1c).
+
+    SparseLoCo applies ``outer_lr`` (α) inside the error-feedback accumulator and then takes
+    an outer SGD step of lr 1, so α enters once (§1b, "α is applied twice"); DiLoCo uses it
+    as the Nesterov SGD lr.
+    """
+
     strategy: Literal["ddp", "diloco", "sparseloco"] = "ddp"
-    inner_steps: int = Field(15, ge=1)
-    topk: int = Field(64, ge=1)
-    chunk: int = Field(64, ge=1)
-    bits: Literal[2, 4, 8] = 2
-    ef_decay: float = Field(0.95, ge=0, le=1)
+    inner_steps: int = Field(15, ge=1, description="H: local steps between outer steps")
+    topk: int = Field(64, ge=1, description="sparseloco: kept values per chunk x chunk block")
+    chunk: int = Field(64, ge=1, description="sparseloco: target chunk side")
+    bits: Literal[2, 4, 8] = Field(2, description="sparseloco: bits per quantized value")
+    ef_decay: float = Field(0.95, ge=0, le=1, description="sparseloco: error-feedback decay β")
+    outer_lr: float | None = Field(
+        None, gt=0, le=10, description="diloco: 0.7; sparseloco: 1.0 (α, inside the EF)"
+    )
+    outer_momentum: float | None = Field(
+        None, ge=0, lt=1, description="diloco: 0.9 (Nesterov); sparseloco: 0 (ablation flag)"
+    )
+    sparse_agg: Literal["mean_contrib", "mean_all"] = Field(
+        "mean_contrib", description="sparseloco: mean over contributors or over all R"
+    )
+    timeout_s: float = Field(300.0, gt=0, description="collective timeout: a lost worker fails")
+
+    @field_validator("bits", mode="before")
+    @classmethod
+    def _bits(cls, bits: Any) -> Any:
+        if bits not in (2, 4, 8):
+            raise ValueError("must be one of 2, 4, 8")
+        return bits
+
+    @model_validator(mode="after")
+    def _topk_fits(self) -> CommConfig:
+        if self.topk > self.chunk * self.chunk:
+            raise FieldError(
+                f"comm.topk must not exceed comm.chunk**2 = {self.chunk**2}",
+                "topk",
+                self.topk,
+            )
+        return self
+
+    @property
+    def lr(self) -> float:
+        """The outer lr in effect: explicit, else the strategy's default (§1c)."""
+        if self.outer_lr is not None:
+            return self.outer_lr
+        return 0.7 if self.strategy == "diloco" else 1.0
+
+    @property
+    def momentum(self) -> float:
+        """The outer momentum in effect: DiLoCo's Nesterov 0.9, none for SparseLoCo (§1c)."""
+        if self.outer_momentum is not None:
+            return self.outer_momentum
+        return 0.9 if self.strategy == "diloco" else 0.0
 
 
 class TrialConfig(_Node):

@@ -11,11 +11,18 @@ mask update it also hands over the per-layer density table, when the reporter ha
 ``artifact`` method (:class:`TableReporter`). Checkpoints hold weights, optimizer state,
 the pruner's state (masks, mask RNG, method state), RNG states and counters, and a run
 resumed from one continues exactly as if it had never stopped.
+
+A multi-worker trial passes a :class:`~spx.workers.outer.Sync` (ALGORITHMS.md §1): the
+same loop then calls its hooks (DDP's gradient mean after backward; the DiLoCo / SparseLoCo
+outer step after every H-th step), seeds its data stream by rank, reports its comm metrics,
+and checkpoints its state (θ_master, EF buffers, momentum). Only rank 0 evaluates and
+reports; every rank follows rank 0's early-termination decision.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +35,9 @@ from spx.errors import TrialError, TrialPruned
 from spx.workers import checkpoint
 from spx.workers.accounting import Accountant
 from spx.workers.config import TrialConfig
+from spx.workers.distributed import Communicator
 from spx.workers.methods import build_pruner
+from spx.workers.outer import Sync, build_sync
 from spx.workers.pruner import Pruner
 from spx.workers.schedules import lr_at
 from spx.workers.tasks import Task
@@ -75,6 +84,7 @@ class State:
     accountant: Accountant
     generator: torch.Generator
     step: int = 0
+    sync: Sync | None = None
 
 
 def build_optimizer(cfg: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -90,24 +100,38 @@ def build_optimizer(cfg: TrialConfig, model: nn.Module) -> torch.optim.Optimizer
     return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, fused=fused)
 
 
-def build_state(cfg: TrialConfig, task: Task) -> State:
-    torch.manual_seed(cfg.train.seed)
-    model = task.build_model(cfg)
-    pruner = build_pruner(cfg, model)
+_INIT_LOCK = threading.Lock()
+
+
+def build_state(cfg: TrialConfig, task: Task, rank: int = 0) -> State:
+    """A fresh trial state; ``rank`` picks a worker's own data shard (its data seed)."""
+    with _INIT_LOCK:  # init reads torch's global RNG; ranks may be threads of one process
+        torch.manual_seed(cfg.train.seed)
+        model = task.build_model(cfg)
+        pruner = build_pruner(cfg, model)
     accountant = Accountant.build(model, pruner.masks, task.example_input(cfg))
-    generator = torch.Generator().manual_seed(cfg.train.seed + 1)
+    generator = torch.Generator().manual_seed(cfg.train.seed + 1 + 1_000_003 * rank)
     return State(cfg, model, build_optimizer(cfg, model), pruner, accountant, generator)
 
 
 def train(
-    cfg: TrialConfig, task: Task, reporter: Reporter, checkpoint_dir: Path | None = None
+    cfg: TrialConfig,
+    task: Task,
+    reporter: Reporter,
+    checkpoint_dir: Path | None = None,
+    comm: Communicator | None = None,
 ) -> dict[str, float]:
     """Train one trial to the pruner's ``total_steps`` (``train.steps`` for every method
-    but lottery, whose rounds train on); return its final metrics."""
-    state = build_state(cfg, task)
-    if checkpoint_dir is not None:
-        restore(state, checkpoint_dir)
+    but lottery, whose rounds train on); return its final metrics. With ``comm`` this is
+    one worker of a group that synchronises as ``cfg.comm`` says (module docstring)."""
+    state = build_state(cfg, task, comm.rank if comm is not None else 0)
     total = state.pruner.total_steps
+    if comm is not None:
+        state.sync = build_sync(comm, cfg.comm, state.model, total)
+    restored = checkpoint_dir is not None and restore(state, checkpoint_dir)
+    if state.sync is not None:
+        state.sync.check_step(state.step)
+        state.sync.start(state.pruner.masks, fresh=not restored)
     batches = task.batches(cfg, state.generator)
     window: list[float] = []
     started = time.perf_counter()
@@ -118,10 +142,8 @@ def train(
             save(state, checkpoint_dir)
         due = state.step % cfg.train.report_every == 0 or state.step == total
         if due or changed:
-            elapsed = time.perf_counter() - started
-            metrics = _metrics(state, task, cfg, window, elapsed)
-            keep_going = reporter.report(state.step, metrics)
-            if changed:
+            keep_going = _report(state, task, reporter, window, time.perf_counter() - started)
+            if changed and _leads(state):
                 _publish(reporter, state.step, DENSITY_TABLE, state.pruner.masks.table(state.step))
             if keep_going is False:  # early termination: keep what was learned, then stop
                 if checkpoint_dir is not None:
@@ -142,6 +164,8 @@ def advance(state: State, task: Task, batch: tuple) -> tuple[float, bool]:
         group["lr"] = lr
     loss = _train_step(state, task, batch)
     state.step += 1
+    if state.sync is not None:
+        state.sync.after_step(state.step, state.pruner.masks, changed)
     state.accountant.record_step()
     return loss, changed
 
@@ -154,6 +178,8 @@ def _train_step(state: State, task: Task, batch: tuple) -> float:
     if not math.isfinite(value):
         raise TrialError(f"train/loss is {value} at step {state.step + 1}")
     loss.backward()
+    if state.sync is not None:  # DDP: every worker's pruner sees the mean gradient
+        state.sync.after_backward()
     state.pruner.after_backward(state.step, state.optimizer)
     state.optimizer.step()
     state.pruner.after_step()
@@ -164,6 +190,23 @@ def _publish(reporter: Reporter, step: int, name: str, table: dict[str, list]) -
     artifact = getattr(reporter, "artifact", None)
     if artifact is not None:
         artifact(step, name, table)
+
+
+def _leads(state: State) -> bool:
+    return state.sync is None or state.sync.rank == 0
+
+
+def _report(
+    state: State, task: Task, reporter: Reporter, window: list[float], elapsed: float
+) -> bool:
+    """Rank 0 evaluates and reports; every rank returns rank 0's keep-going decision."""
+    keep_going = True
+    if _leads(state):
+        metrics = _metrics(state, task, state.cfg, window, elapsed)
+        keep_going = reporter.report(state.step, metrics) is not False
+    if state.sync is not None:
+        keep_going = state.sync.keep_going(keep_going)
+    return keep_going
 
 
 def _metrics(
@@ -177,12 +220,16 @@ def _metrics(
     }
     metrics.update(task.evaluate(state.model, cfg))
     metrics.update(state.accountant.metrics())
+    if state.sync is not None:
+        metrics.update(state.sync.metrics())
     return metrics
 
 
 def _final(state: State, task: Task, cfg: TrialConfig) -> dict[str, float]:
     final = task.evaluate(state.model, cfg)
     final.update(state.accountant.metrics())
+    if state.sync is not None:
+        final.update(state.sync.metrics())
     final["data/tokens"] = float(state.step * task.tokens_per_batch(cfg))
     return final
 
@@ -208,6 +255,9 @@ def save(state: State, folder: Path) -> None:
         "params_sum": state.accountant.params_sum,
         "acct_steps": state.accountant.steps,
     }
+    if state.sync is not None:
+        sync_tensors, meta["sync"] = state.sync.state_dict()
+        tensors.update({f"sync/{k}": v for k, v in sync_tensors.items()})
     checkpoint.save(folder, tensors, meta)
 
 
@@ -231,4 +281,7 @@ def restore(state: State, folder: Path) -> bool:
     state.step = meta["step"]
     state.accountant.params_sum = meta["params_sum"]
     state.accountant.steps = meta["acct_steps"]
+    if state.sync is not None:
+        sync = {k[len("sync/") :]: v for k, v in tensors.items() if k.startswith("sync/")}
+        state.sync.load_state_dict(sync, meta["sync"])
     return True

@@ -129,3 +129,29 @@ def test_killing_the_driver_then_resume_runs_every_trial_exactly_once(tmp_path):
     runs = client.search_runs([sweep.mlflow_experiment_id])
     assert len(runs) == 5  # the parent and one child per trial, none duplicated
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_ctrl_c_leaves_nothing_running_and_resume_finishes(tmp_path):
+    proc = _launch(tmp_path, "interrupted", [0, 1, 2], steps=2500)
+    try:
+        _wait_for(lambda: any((t.step or 0) >= 300 for t in _trials(tmp_path, "interrupted")))
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        _cleanup(proc)
+    assert proc.returncode == 130, out
+    store = _store(tmp_path)
+    sweep = store.get_sweep("interrupted")
+    assert sweep.status == "STOPPED"
+    assert "RUNNING" not in {t.status for t in store.trials(sweep.id)}
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
+    assert "RUNNING" not in {
+        r.info.status for r in client.search_runs([sweep.mlflow_experiment_id])
+    }
+    env = {"SPX_HOME": str(tmp_path / "home")}
+    resumed = run_spx("sweep", "resume", "interrupted", "--plain", cwd=tmp_path, env=env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    trials = store.trials(sweep.id)
+    assert [t.status for t in trials] == ["COMPLETED"] * 3
+    for t in trials:
+        _assert_complete_history(store, t, 2500)

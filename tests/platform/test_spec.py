@@ -66,3 +66,59 @@ def test_bad_specs_name_the_field(text, field):
     with pytest.raises(ConfigError) as info:
         parse_spec(text)
     assert info.value.field is not None and info.value.field.startswith(field), str(info.value)
+
+
+LR = "parameters: {train.lr: {min: 1.0e-4, max: 1.0e-2, log: true}, "
+
+
+@pytest.mark.parametrize("method", ["tpe", "cmaes", "nsga2", "qmc"])
+def test_optuna_methods_preview_the_budget(method):
+    spec = parse_spec(
+        HEAD
+        + f"method: {method}\ntrials: 5\n"
+        + LR
+        + "model.width: {min: 8, max: 64, int: true}}\n"
+    )
+    configs = resolve_trials(spec)
+    assert len(configs) == 5 and all(8 <= c.model.width <= 64 for c in configs)
+
+
+def test_multi_objective_and_early_stop_parse():
+    spec = parse_spec(
+        HEAD + "method: nsga2\ntrials: 4\n" + LR + "prune.sparsity: {values: [0.5, 0.9]}}\n"
+        "objective: [{metric: val/acc, goal: maximize}, {metric: model/params}]\n"
+        "early_stop: {type: asha, metric: val/acc, grace: 50, reduction: 2}\n"
+    )
+    assert [o.goal for o in spec.objectives] == ["maximize", "minimize"]
+    assert spec.stop_target() == ("val/acc", "maximize")
+
+
+@pytest.mark.parametrize(
+    "text, field, words",
+    [
+        (
+            HEAD + "method: cmaes\n" + LR + "prune.method: {values: [none, magnitude]}, "
+            "prune.nm: {values: ['2:4']}}\n",
+            "parameters.prune.method",
+            ["prune.method, prune.nm"],
+        ),
+        (HEAD + "method: hillclimb\n", "method", ["tpe", "nsga2", "qmc"]),
+        (
+            HEAD
+            + "method: cmaes\n"
+            + LR
+            + "}\nobjective: [{metric: val/acc}, {metric: val/loss}]\n",
+            "objective",
+            ["nsga2"],
+        ),
+        (HEAD + "objective: [{metric: val/acc}, {metric: val/acc}]\n", "objective", []),
+        (HEAD + "objective: []\n", "objective", []),
+        (HEAD + "early_stop: {type: asha, metric: train/loss}\n", "early_stop.goal", []),
+        (HEAD + "early_stop: {type: sha}\n", "early_stop.type", ["asha"]),
+    ],
+)
+def test_bad_search_settings_name_the_key(text, field, words):
+    with pytest.raises(ConfigError) as info:
+        parse_spec(text)
+    assert info.value.field == field, str(info.value)
+    assert all(w in str(info.value) for w in words), str(info.value)
