@@ -105,7 +105,7 @@ class Driver:
         )
         self.tracker = Tracker(self.settings.tracking_uri, self.settings.artifacts)
         exp, parent = self._start_tracking(sweep)
-        return self._execute(sweep, exp, parent, existing={})
+        return self._execute(sweep, exp, parent, done={})
 
     def resume(self, retry_failed: bool = False) -> SweepOutcome:
         """Continue a sweep whose driver died: finished trials are never run again."""
@@ -122,18 +122,17 @@ class Driver:
         skip = {TrialStatus.COMPLETED, TrialStatus.PRUNED}
         if not retry_failed:
             skip.add(TrialStatus.FAILED)
-        existing = {t.number: t for t in self.store.trials(sweep.id)}
-        done = {n: t for n, t in existing.items() if t.status in skip}
-        return self._execute(sweep, exp, parent, existing, done)
+        done = {t.number: t for t in self.store.trials(sweep.id) if t.status in skip}
+        return self._execute(sweep, exp, parent, done)
 
     def _execute(
         self,
         sweep: SweepRow,
         exp: str | None,
         parent: str | None,
-        existing: dict[int, TrialRow],
-        done: dict[int, TrialRow] | None = None,
+        done: dict[int, TrialRow],
     ) -> SweepOutcome:
+        """Run the sweep's trials, skipping those in ``done`` (already finished)."""
         self.store.update_sweep(
             sweep.id,
             status=SweepStatus.RUNNING,
@@ -147,7 +146,7 @@ class Driver:
         status = SweepStatus.FAILED
         try:
             loop = _Loop(self, sweep, strategy, exp, parent)
-            loop.existing, loop.done = existing, done or {}
+            loop.done = done
             loop.stopper = self._stopper()
             loop.warm_stopper()
             loop.run()
@@ -247,7 +246,6 @@ class _Loop:
         self.by_number: dict[int, _Running] = {}
         self.exhausted = False
         self.folder = checkpoint_folder(driver.settings, sweep)
-        self.existing: dict[int, TrialRow] = {}
         self.done: dict[int, TrialRow] = {}
 
     def run(self) -> None:
