@@ -140,7 +140,7 @@ class SweepSpec(_Strict):
         try:
             task_class(v)
         except ConfigError as exc:
-            raise ValueError(str(exc).removeprefix("task: ").rsplit(" (got", 1)[0]) from None
+            raise ValueError(exc.reason) from None
         return v
 
     @field_validator("method")
@@ -281,7 +281,7 @@ def _task_check(task: Any, cfg: TrialConfig, where: str) -> None:
         task.validate(cfg)
     except ConfigError as exc:
         raise ConfigError(
-            str(exc).split(": ", 1)[-1], field=f"{where}{exc.field}" if exc.field else None
+            exc.reason, field=f"{where}{exc.field}" if exc.field else None, value=exc.value
         ) from None
 
 
@@ -320,7 +320,7 @@ def _check_axes(spec: SweepSpec) -> None:
             except ConfigError as exc:
                 bound = ("min", "max")[i] if isinstance(axis, Range) else ""
                 raise ConfigError(
-                    str(exc).split(": ", 1)[-1].rsplit(" (got", 1)[0],
+                    exc.reason,
                     field=where or f"parameters.{key}.{bound}",
                     value=value,
                 ) from None

@@ -23,6 +23,8 @@ class ConfigError(SpxError):
     def __init__(self, message: str, field: str | None = None, value: Any = ...):
         self.field = field
         self.value = value
+        self.reason = message
+        """The message alone, without the field and the value (to re-raise elsewhere)."""
         parts = []
         if field:
             parts.append(f"{field}: ")

@@ -110,7 +110,7 @@ class PruneConfig(_Node):
         try:
             parse_nm(nm)
         except ConfigError as exc:
-            raise ValueError(str(exc).split(": ", 1)[-1].rsplit(" (got", 1)[0]) from None
+            raise ValueError(exc.reason) from None
         return nm
 
     @model_validator(mode="after")
