@@ -193,6 +193,49 @@ class CommConfig(_Node):
         return 0.9 if self.strategy == "diloco" else 0.0
 
 
+DARTS_OPS = ("none", "skip", "max-pool", "avg-pool", "sep-conv-3", "dil-conv-3")
+SPARSE_OPS = ("sparse-conv-3", "sparse-conv-5")
+
+
+class NasConfig(_Node):
+    """Architecture search inside one trial (ALGORITHMS.md §2, §3); ``none`` trains the
+    task's model as it is. ``random-nas`` scores ``candidates`` random node masks at
+    ``prune.sparsity`` for ``budget`` x train.steps on a held-out half of the train split,
+    then trains the best through the normal loop. ``dass`` searches a DARTS supernet whose
+    ops include sparse ones with masks on during search; ``darts`` is the same with masks
+    off (search dense, prune later); both then retrain the derived net at prune.sparsity."""
+
+    method: Literal["none", "random-nas", "dass", "darts"] = "none"
+    candidates: int = Field(20, ge=1, le=10_000, description="random-nas: K masks scored")
+    budget: float = Field(
+        0.05, gt=0, le=1, description="random-nas: scoring steps per mask, of train.steps"
+    )
+    search_steps: int = Field(300, ge=1, le=10_000_000, description="dass/darts: search steps")
+    cells: int = Field(2, ge=1, le=64, description="dass/darts: cells in the supernet")
+    nodes: int = Field(3, ge=2, le=16, description="dass/darts: intermediate nodes per cell")
+    channels: int = Field(8, ge=1, le=4096, description="dass/darts: supernet channels")
+    ops: tuple[str, ...] = Field(
+        DARTS_OPS + SPARSE_OPS, description="dass/darts: candidate ops on every edge"
+    )
+    score: Literal["magnitude", "learned"] = Field(
+        "magnitude", description="dass: sparse-op mask scores, |w| or learned (straight-through)"
+    )
+    arch_lr: float = Field(3e-4, gt=0, le=10, description="dass/darts: Adam lr of alpha")
+    arch_weight_decay: float = Field(1e-3, ge=0, le=10, description="dass/darts: alpha decay")
+
+    @field_validator("ops")
+    @classmethod
+    def _known_ops(cls, ops: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [op for op in ops if op not in DARTS_OPS + SPARSE_OPS]
+        if unknown:
+            raise ValueError(
+                f"unknown op {unknown[0]!r}; choose from {list(DARTS_OPS + SPARSE_OPS)}"
+            )
+        if not ops:
+            raise ValueError("give at least one candidate op")
+        return ops
+
+
 class TrialConfig(_Node):
     task: str
     engine: Literal["torch", "deepspeed"] = "torch"
@@ -200,6 +243,7 @@ class TrialConfig(_Node):
     train: TrainConfig = TrainConfig()
     prune: PruneConfig = PruneConfig()
     comm: CommConfig = CommConfig()
+    nas: NasConfig = NasConfig()
 
     @model_validator(mode="after")
     def _rewind_in_range(self) -> TrialConfig:

@@ -33,3 +33,17 @@ def load() -> tuple[Split, Split]:
     n_val = int(len(y) * VAL_FRACTION)
     val, train = order[:n_val], order[n_val:]
     return Split(x[train], y[train]), Split(x[val], y[val])
+
+
+def part(name: str) -> Split:
+    """``train`` or ``val``, or a fixed half of train: ``search`` (even positions of the
+    shuffled split) or ``holdout`` (odd), for architecture search."""
+    train, val = load()
+    if name == "train":
+        return train
+    if name == "val":
+        return val
+    if name not in ("search", "holdout"):
+        raise ValueError(f"unknown data part {name!r}")
+    start = 0 if name == "search" else 1
+    return Split(train.x[start::2], train.y[start::2])

@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from spx.workers.methods import method_class
 from spx.workers.mlp import MLP
 
 Batch = tuple[Tensor, Tensor]
+Part = Literal["train", "search", "holdout", "val"]
 
 
 @dataclass
@@ -50,13 +51,19 @@ class Task:
     def build_model(self, cfg: TrialConfig) -> nn.Module:
         raise NotImplementedError
 
-    def batches(self, cfg: TrialConfig, generator: torch.Generator) -> Iterator[Batch]:
+    def batches(
+        self, cfg: TrialConfig, generator: torch.Generator, part: Part = "train"
+    ) -> Iterator[Batch]:
+        """Training batches from the train split (``part="train"``) or one of its two
+        fixed halves, ``"search"`` and ``"holdout"`` (architecture search fits weights on
+        one half and scores or updates the architecture on the other, never on val)."""
         raise NotImplementedError
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         raise NotImplementedError
 
-    def evaluate(self, model: nn.Module, cfg: TrialConfig) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, cfg: TrialConfig, part: Part = "val") -> dict[str, float]:
+        """val/loss and val/acc on the val split, or the same scores on a train half."""
         raise NotImplementedError
 
     def tokens_per_batch(self, cfg: TrialConfig) -> int:
@@ -75,18 +82,20 @@ class DigitsMLP(Task):
     def build_model(self, cfg: TrialConfig) -> nn.Module:
         return MLP(64, 10, cfg.model.width, cfg.model.depth)
 
-    def batches(self, cfg: TrialConfig, generator: torch.Generator) -> Iterator[Batch]:
-        train, _ = digits.load()
+    def batches(
+        self, cfg: TrialConfig, generator: torch.Generator, part: Part = "train"
+    ) -> Iterator[Batch]:
+        data = digits.part(part)
         while True:
-            idx = torch.randint(len(train.y), (cfg.train.batch_size,), generator=generator)
-            yield train.x[idx], train.y[idx]
+            idx = torch.randint(len(data.y), (cfg.train.batch_size,), generator=generator)
+            yield data.x[idx], data.y[idx]
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         return F.cross_entropy(model(batch[0]), batch[1])
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, cfg: TrialConfig) -> dict[str, float]:
-        _, val = digits.load()
+    def evaluate(self, model: nn.Module, cfg: TrialConfig, part: Part = "val") -> dict[str, float]:
+        val = digits.part(part)
         logits = model(val.x)
         return {
             "val/loss": float(F.cross_entropy(logits, val.y)),
@@ -130,7 +139,10 @@ class CodeGPT(Task):
         seq = torch.from_numpy(rows)
         return seq[:, :-1], seq[:, 1:]
 
-    def batches(self, cfg: TrialConfig, generator: torch.Generator) -> Iterator[Batch]:
+    def batches(
+        self, cfg: TrialConfig, generator: torch.Generator, part: Part = "train"
+    ) -> Iterator[Batch]:
+        _whole_splits_only(self.name, part)
         train, _ = corpus.load(self.data_dir)
         ctx = cfg.model.context
         while True:
@@ -144,7 +156,8 @@ class CodeGPT(Task):
         return F.cross_entropy(logits.flatten(0, 1), batch[1].flatten())
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, cfg: TrialConfig) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, cfg: TrialConfig, part: Part = "val") -> dict[str, float]:
+        _whole_splits_only(self.name, part)
         _, val = corpus.load(self.data_dir)
         ctx, n = cfg.model.context, self.eval_batches * cfg.train.batch_size
         # Fixed, evenly spaced windows: every trial is scored on the same bytes.
@@ -163,6 +176,15 @@ class CodeGPT(Task):
 
     def example_input(self, cfg: TrialConfig) -> Tensor:
         return torch.zeros(1, cfg.model.context, dtype=torch.long)
+
+
+def _whole_splits_only(task: str, part: str) -> None:
+    if part not in ("train", "val"):
+        raise ConfigError(
+            f"task {task} has no {part!r} half of its train split (architecture search "
+            "runs on the digits tasks)",
+            field="nas.method",
+        )
 
 
 TASKS: dict[str, type[Task]] = {}
