@@ -1,7 +1,8 @@
 """One self-contained HTML report of a sweep (``spx report``): plotly with its JavaScript
 embedded, so the file works offline.
 
-Sections: the trial table, the best trials, accuracy vs. sparsity per method, the
+Sections: the trial table, the best trials, the arms side by side (mean ± std over seeds,
+when ``train.seed`` is one of the varied keys), accuracy vs. sparsity per method, the
 realized sparsity schedules (from the metric history) and, where the sweep has enough
 completed trials with N_avg and tokens, the Journey-Matters scaling-law fit.
 Example: ``write_report("quickstart", Path("report.html"))``
@@ -41,6 +42,9 @@ def render_report(name: str, trials: pd.DataFrame, history: pd.DataFrame) -> str
     parts = [f"<h1>Sweep {html.escape(name)}</h1>", _counts(trials)]
     figures = [_accuracy_vs_sparsity(trials), _schedules(history)]
     parts += [_section("Best trials", _table(_best(trials)))]
+    arms = _arms(trials)
+    if arms is not None:
+        parts.append(_section("Arms over seeds (mean ± std)", arms))
     plots = [fig for fig in figures if fig is not None]
     for i, fig in enumerate(plots):
         # The plotly.js bundle goes into the page once, with the first figure.
@@ -79,6 +83,40 @@ def _table(trials: pd.DataFrame) -> str:
     if trials.empty:
         return "<p>none</p>"
     return trials[_columns(trials)].to_html(index=False, float_format="{:.4g}".format)
+
+
+_ARM_METRICS = [
+    "metrics.val/acc",
+    "metrics.val/loss",
+    "metrics.model/sparsity",
+    "metrics.model/params",
+    "metrics.model/flops",
+    "metrics.nas/search_s",
+]
+
+
+def arm_summary(trials: pd.DataFrame) -> pd.DataFrame | None:
+    """Completed trials grouped by every varied key but ``train.seed``: per arm, the seed
+    count and mean/std of the final metrics. None when the sweep has no seeds axis."""
+    seed = "params.train.seed"
+    varied = [c for c in _columns(trials) if c.startswith("params.") and c != seed]
+    done = trials[trials["status"] == "COMPLETED"] if len(trials) else trials
+    if seed not in _columns(trials) or not varied or done.empty:
+        return None
+    metrics = [m for m in _ARM_METRICS if m in done.columns]
+    keys = done[varied].astype(str)
+    grouped = done[metrics].groupby([keys[c] for c in varied], sort=False)
+    out = grouped.agg(["mean", "std"])
+    out.columns = [f"{m.removeprefix('metrics.')} {stat}" for m, stat in out.columns]
+    out.insert(0, "seeds", grouped.size())
+    return out.reset_index()
+
+
+def _arms(trials: pd.DataFrame) -> str | None:
+    summary = arm_summary(trials)
+    if summary is None:
+        return None
+    return summary.to_html(index=False, float_format="{:.4g}".format)
 
 
 def _best(trials: pd.DataFrame, k: int = 5) -> pd.DataFrame:

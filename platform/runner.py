@@ -106,8 +106,9 @@ def execute(
     import torch
 
     from spx.errors import TrialPruned
+    from spx.search import nas
     from spx.workers.config import TrialConfig
-    from spx.workers.loop import ListReporter, train
+    from spx.workers.loop import ListReporter
     from spx.workers.tasks import build_task
 
     torch.set_num_threads(max(1, job.threads))
@@ -125,7 +126,7 @@ def execute(
     try:
         ckpt = folder / f"checkpoint{suffix}"
         metrics, pruned = (
-            train(cfg, task, reporter if rank == 0 else ListReporter(), ckpt, comm),
+            nas.run_trial(cfg, task, reporter if rank == 0 else ListReporter(), ckpt, comm),
             None,
         )
     except TrialPruned as stop:

@@ -9,12 +9,12 @@ from spx.workers.config import TrialConfig, known_keys
 
 
 def sweep_schema() -> dict[str, Any]:
-    """SweepSpec's schema, with ``fixed`` and ``parameters`` keys limited to trial keys."""
+    """SweepSpec's schema, with ``fixed`` keys limited to trial keys (a ``parameters`` name
+    may also be a key prefix or a variant, whose mapping values set several keys)."""
     schema = SweepSpec.model_json_schema()
     keys = {"enum": known_keys()}
     props = schema["properties"]
     props["fixed"]["propertyNames"] = keys
-    props["parameters"]["propertyNames"] = keys
     schema["$defs"]["TrialConfig"] = TrialConfig.model_json_schema()
     schema["title"] = "spx sweep file"
     return schema

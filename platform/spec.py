@@ -36,13 +36,16 @@ from pydantic import (
 )
 
 from spx.errors import ConfigError
+from spx.search import nas
 from spx.search.base import Goal
+from spx.search.nas import ARMS
 from spx.search.optuna_search import SAMPLERS, check_space
 from spx.search.space import Axis, Categorical, FloatRange, IntRange, Space
 from spx.search.strategies import STRATEGIES, StrategyContext, build_strategy
 from spx.workers.config import TrialConfig
 from spx.workers.tasks import build_task, task_class
 
+GRIDS = ("grid", *ARMS)  # methods that enumerate the space (NAS methods add their arms)
 SPEC_METHODS = ("grid", "random", "tpe", "cmaes", "nsga2", "qmc", "random-nas", "dass", "oto")
 MAX_FILE_BYTES = 1_000_000
 
@@ -266,6 +269,7 @@ def resolve_trials(spec: SweepSpec, limit: int | None = None) -> list[TrialConfi
         where = "parameters." if suggestion.params else "fixed."
         cfg = TrialConfig.from_flat(spec.task, {**spec.fixed, **suggestion.params}, where)
         _task_check(task, cfg, where)
+        _nas_check(task, cfg, where)
         out.append(cfg)
     if not out:
         raise ConfigError("the sweep resolves to no trials", field="parameters")
@@ -279,6 +283,15 @@ def trial_config(spec: SweepSpec, params: dict[str, Any]) -> TrialConfig:
 def _task_check(task: Any, cfg: TrialConfig, where: str) -> None:
     try:
         task.validate(cfg)
+    except ConfigError as exc:
+        raise ConfigError(
+            exc.reason, field=f"{where}{exc.field}" if exc.field else None, value=exc.value
+        ) from None
+
+
+def _nas_check(task: Any, cfg: TrialConfig, where: str) -> None:
+    try:
+        nas.validate(cfg, task)
     except ConfigError as exc:
         raise ConfigError(
             exc.reason, field=f"{where}{exc.field}" if exc.field else None, value=exc.value
@@ -305,9 +318,9 @@ def _check_axes(spec: SweepSpec) -> None:
         raise ConfigError("a key cannot be both fixed and searched", field=f"parameters.{key}")
     TrialConfig.from_flat(spec.task, dict(spec.fixed), "fixed.")
     for key, axis in spec.parameters.items():
-        if spec.method == "grid" and isinstance(axis, Range):
+        if spec.method in GRIDS and isinstance(axis, Range):
             raise ConfigError(
-                "grid search needs a list of values, not a min/max range",
+                f"method {spec.method} runs a grid: it needs a list of values, not a min/max range",
                 field=f"parameters.{key}",
             )
         probes = axis.values if isinstance(axis, Values) else [axis.min, axis.max]

@@ -4,7 +4,7 @@ A factory builds a strategy from a :class:`StrategyContext`: the space, the budg
 seed, the objectives' goals, and where an Optuna study lives (None: in memory).
 
 >>> sorted(STRATEGIES)
-['cmaes', 'grid', 'nsga2', 'qmc', 'random', 'tpe']
+['cmaes', 'dass', 'grid', 'nsga2', 'oto', 'qmc', 'random', 'random-nas', 'tpe']
 >>> from spx.search.space import Categorical
 >>> s = build_strategy("grid", StrategyContext({"a": Categorical((1, 2))}, trials=1, seed=0))
 >>> s.total
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from spx.search.base import Goal, Strategy
 from spx.search.grid import GridSearch
+from spx.search.nas import ARMS, preset
 from spx.search.optuna_search import SAMPLERS, OptunaSearch, check_space
 from spx.search.random_search import RandomSearch
 from spx.search.space import Space
@@ -65,3 +66,5 @@ register("grid", lambda ctx: GridSearch(ctx.space))
 register("random", lambda ctx: RandomSearch(ctx.space, ctx.trials, ctx.seed))
 for _name in SAMPLERS:
     register(_name, _optuna(_name))
+for _name in ARMS:  # NAS methods: a grid over the sweep's axes times the method's arms
+    register(_name, lambda ctx, name=_name: preset(name, ctx.space))

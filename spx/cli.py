@@ -282,6 +282,65 @@ def export(
     out.print(f"wrote {len(rows)} trials to {output}")
 
 
+@sweep_app.command("export-model")
+def export_model(
+    name: str,
+    output: Annotated[Path, typer.Option("-o", "--output", help="folder to write")],
+    trial: Annotated[
+        int | None, typer.Option("--trial", help="trial number (default: the best)")
+    ] = None,
+    mlflow_model: Annotated[
+        bool, typer.Option("--mlflow/--no-mlflow", help="also log it as an MLflow model")
+    ] = True,
+    store: Store_ = None,
+    tracking_uri: Tracking = None,
+) -> None:
+    """Save a trial's model (masks applied; OTO/channel/nodes as the compact subnetwork)
+    as safetensors + spx-model.json, and log it as an MLflow logged model of its run."""
+    from spx.platform.driver import outcome
+    from spx.platform.export import export_trial, register
+    from spx.platform.settings import mask_url
+    from spx.platform.spec import parse_spec
+
+    settings = _settings(store, tracking_uri)
+    db = _open_store(store)
+    sweep = db.get_sweep(name)
+    if trial is None:
+        spec = parse_spec(sweep.spec_text, name=sweep.name)
+        best = outcome(db, name, spec.objectives[0].metric, spec.objectives[0].goal).best
+        if best is None:
+            raise SpxError(f"sweep {name!r} has no completed trial to export")
+        chosen = best
+    else:
+        found = [t for t in db.trials(sweep.id) if t.number == trial]
+        if not found:
+            raise ConfigError(f"sweep {name!r} has no such trial", field="--trial", value=trial)
+        chosen = found[0]
+    done = export_trial(settings, sweep, chosen, output)
+    full = done.manifest["full"]
+    line = f"wrote trial {chosen.number}'s masked model to {output}: " + _sizes(full)
+    if "compact" in done.manifest:
+        line = (
+            f"wrote trial {chosen.number}'s compact subnetwork to {output}: "
+            f"{_sizes(done.manifest['compact'])} (the masked full model: {_sizes(full)})"
+        )
+    out.print(line)
+    if mlflow_model and chosen.mlflow_run_id:
+        try:
+            model_id = register(settings.tracking_uri, chosen.mlflow_run_id, output, done.manifest)
+        except Exception as exc:  # the export on disk stands even when MLflow is away
+            out.print(f"[yellow]MLflow did not take the model: {mask_url(str(exc))[:300]}[/yellow]")
+        else:
+            out.print(f"logged as MLflow model {model_id} (run {chosen.mlflow_run_id})")
+
+
+def _sizes(counts: dict[str, int]) -> str:
+    return (
+        f"{counts['nonzero']} nonzero of {counts['params']} parameters, "
+        f"{counts['flops']} multiply-adds per example"
+    )
+
+
 @app.command("ui")
 def ui(
     which: Annotated[str, typer.Argument(help="mlflow")] = "mlflow",

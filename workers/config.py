@@ -13,6 +13,7 @@ did-you-mean.
 from __future__ import annotations
 
 import difflib
+import functools
 from typing import Any, Literal
 
 from pydantic import (
@@ -286,16 +287,40 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _expand(flat: dict[str, Any]) -> dict[str, Any]:
-    """A mapping value sets several keys at once: ``model: {width: 64}`` is ``model.width``."""
+    """A mapping value sets several keys at once: ``model: {width: 64}`` is ``model.width``.
+
+    Under a name that is no key prefix (a *variant*, e.g. ``variant: {nas.method: dass,
+    prune.sparsity: 0.9}``) a mapping of full dotted keys sets keys across prefixes, so one
+    grid axis can compare pipelines that differ in several places.
+    """
     out: dict[str, Any] = {}
     for key, value in flat.items():
         if isinstance(value, dict) and value:
-            out.update(_expand({f"{key}.{k}": v for k, v in value.items()}))
+            if _is_variant(key, value):
+                out.update(_expand(value))
+            else:
+                out.update(_expand({f"{key}.{k}": v for k, v in value.items()}))
         else:
             out[key] = value
     return out
 
 
+def _is_variant(name: str, value: dict[str, Any]) -> bool:
+    prefixes = _prefixes()
+    if name in prefixes or name in known_keys():
+        return False
+    return all(str(k) in prefixes or str(k) in known_keys() for k in value)
+
+
+def _prefixes() -> set[str]:
+    out = set()
+    for key in known_keys():
+        parts = key.split(".")
+        out.update(".".join(parts[:i]) for i in range(1, len(parts)))
+    return out
+
+
+@functools.cache
 def known_keys() -> list[str]:
     """Every dotted trial key a sweep may set."""
     keys = sorted(flatten(TrialConfig(task="_").model_dump(exclude={"task"})))

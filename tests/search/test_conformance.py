@@ -7,6 +7,7 @@ import math
 import pytest
 
 from spx.search.base import Outcome, Strategy
+from spx.search.nas import ARMS, VARIANT
 from spx.search.space import Categorical, FloatRange, IntRange, Space
 from spx.search.strategies import STRATEGIES, StrategyContext, build_strategy
 
@@ -21,8 +22,8 @@ GRID: Space = {
     "prune.sparsity": Categorical((0.5, 0.8, 0.9)),
     "prune": Categorical(({"method": "none"}, {"method": "nm", "nm": "2:4"})),
 }
-SPACES = {"grid": GRID, "cmaes": NUMERIC}
-DETERMINISTIC = {"grid", "random"}
+SPACES = {"grid": GRID, "cmaes": NUMERIC, **{m: GRID for m in ARMS}}
+DETERMINISTIC = {"grid", "random", *ARMS}
 TRIALS = 12
 
 
@@ -37,6 +38,12 @@ def make(method: str, seed: int = 0, storage: str | None = None, name: str = "s"
 
 def score(params: dict) -> float:
     return sum(float(v) for v in params.values() if isinstance(v, int | float))
+
+
+def declared(method: str) -> Space:
+    """What a method may suggest: its space, plus the arms a NAS method adds."""
+    arms = {VARIANT: Categorical(ARMS[method])} if method in ARMS else {}
+    return {**space_for(method), **arms}
 
 
 def inside(space: Space, params: dict) -> bool:
@@ -73,7 +80,7 @@ def test_suggests_only_inside_the_space_and_numbers_each_trial_once(method):
     suggested = drain(strategy)
     assert [s.number for s in suggested] == list(range(len(suggested)))
     assert len(suggested) == (strategy.total or TRIALS)
-    assert all(inside(space_for(method), s.params) for s in suggested), suggested
+    assert all(inside(declared(method), s.params) for s in suggested), suggested
 
 
 def test_is_deterministic_given_a_seed(method):
@@ -113,7 +120,7 @@ def test_survives_a_save_and_restore_of_the_driver(method, tmp_path):
     rest = drain(again)
     numbers = [s.number for s in asked + rest]
     assert numbers == list(range(again.total or TRIALS))
-    assert all(inside(space_for(method), s.params) for s in rest)
+    assert all(inside(declared(method), s.params) for s in rest)
 
 
 def test_multi_objective_values_are_accepted(method):

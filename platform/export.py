@@ -1,0 +1,167 @@
+"""A trial's trained model, out of the platform: ``spx sweep export-model``.
+
+The model is rebuilt from the trial's config (and, for a DASS/DARTS trial, the genotype
+its search derived), loaded from the trial's last checkpoint, and its masks applied. A
+trial whose method removes whole units (``oto``, ``nodes``, ``channel``) is exported as
+its *compact* subnetwork: physically smaller layers with the same outputs. The folder
+holds ``model.safetensors`` (weights only: nothing is unpickled to read it back) and
+``spx-model.json`` (the trial config, the genotype, the kept units of each group, and
+parameter/FLOP counts), which :func:`load_model` rebuilds the module from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from spx.errors import NotFoundError
+from spx.platform.settings import Settings
+from spx.platform.store import SweepRow, TrialRow
+from spx.workers import checkpoint
+from spx.workers.config import TrialConfig
+from spx.workers.tasks import build_task
+
+MANIFEST = "spx-model.json"
+WEIGHTS = "model.safetensors"
+COMPACTED = ("oto", "nodes", "channel")
+
+
+@dataclass
+class Exported:
+    folder: Path
+    manifest: dict[str, Any]
+
+
+def trial_folder(settings: Settings, sweep: SweepRow, number: int) -> Path:
+    from spx.platform.driver import checkpoint_folder
+
+    return checkpoint_folder(settings, sweep) / f"trial-{number:05d}"
+
+
+def export_trial(settings: Settings, sweep: SweepRow, trial: TrialRow, output: Path) -> Exported:
+    """Write trial ``trial``'s model (masked or compact) to the folder ``output``."""
+    folder = trial_folder(settings, sweep, trial.number)
+    loaded = checkpoint.load(folder / "checkpoint")
+    if loaded is None:
+        raise NotFoundError(
+            f"trial {trial.number} of sweep {sweep.name!r} has no checkpoint under {folder}"
+        )
+    tensors, _ = loaded
+    cfg = TrialConfig.from_flat(sweep.task, dict(trial.params))
+    genotype = _genotype(folder) if cfg.nas.method in ("dass", "darts") else None
+    model = build_model(cfg, genotype, settings.home / "data")
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.copy_(tensors[f"model/{name}"])
+        for name, buf in model.named_buffers():
+            buf.copy_(tensors[f"buffer/{name}"])
+        for key, mask in tensors.items():
+            if key.startswith("pruner/mask/"):
+                model.get_parameter(key.removeprefix("pruner/mask/")).mul_(mask.to(torch.bool))
+    model.eval()
+    manifest: dict[str, Any] = {
+        "sweep": sweep.name,
+        "trial": trial.number,
+        "task": sweep.task,
+        "config": cfg.model_dump(mode="json"),
+        "genotype": genotype,
+        "metrics": trial.metrics or {},
+    }
+    example = build_task(cfg.task, settings.home / "data").example_input(cfg)
+    full_counts = _counts(model, example)
+    manifest["full"] = full_counts
+    if cfg.prune.method in COMPACTED:
+        from spx.workers.compact import compact
+
+        model, kept = compact(model)
+        manifest["kept"] = kept
+        manifest["compact"] = _counts(model, example)
+    _write(output, model, manifest)
+    return Exported(output, manifest)
+
+
+def build_model(cfg: TrialConfig, genotype: Any, data_dir: Path) -> nn.Module:
+    if genotype is not None:
+        from spx.search.dass import derived_model
+
+        return derived_model(cfg, genotype)
+    torch.manual_seed(cfg.train.seed)
+    return build_task(cfg.task, data_dir).build_model(cfg)
+
+
+def load_model(folder: Path) -> nn.Module:
+    """The module ``export_trial`` wrote to ``folder``, rebuilt without unpickling."""
+    manifest = json.loads((Path(folder) / MANIFEST).read_text())
+    cfg = TrialConfig.model_validate(manifest["config"])
+    model = build_model(cfg, manifest.get("genotype"), Path(".spx/data"))
+    if "kept" in manifest:
+        from spx.workers.compact import compact
+
+        model, _ = compact(model, manifest["kept"])
+    model.load_state_dict(load_file(str(Path(folder) / WEIGHTS)))
+    return model.eval()
+
+
+def _genotype(folder: Path) -> Any:
+    path = folder / "genotype.json"
+    if not path.is_file():
+        raise NotFoundError(f"the search of this trial left no genotype at {path}")
+    return json.loads(path.read_text())
+
+
+def _counts(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
+    """Parameters (all, and nonzero) and nonzero multiply-adds per example."""
+    from spx.workers.accounting import positions_per_example
+
+    positions = positions_per_example(model, example)
+    flops = sum(int(torch.count_nonzero(model.get_parameter(k))) * n for k, n in positions.items())
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "nonzero": sum(int(torch.count_nonzero(p)) for p in model.parameters()),
+        "flops": flops,
+    }
+
+
+def _write(output: Path, model: nn.Module, manifest: dict[str, Any]) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    tmp = output / f".{WEIGHTS}.{os.getpid()}"
+    save_file(state, str(tmp))
+    tmp.replace(output / WEIGHTS)
+    tmp = output / f".{MANIFEST}.{os.getpid()}"
+    tmp.write_text(json.dumps(manifest, indent=2, allow_nan=True))
+    tmp.replace(output / MANIFEST)
+
+
+def register(tracking_uri: str, run_id: str, folder: Path, manifest: dict[str, Any]) -> str:
+    """Log the exported folder as an MLflow logged model of the trial's run; its id."""
+    from mlflow import MlflowClient
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(run_id)
+    counts = manifest.get("compact") or manifest["full"]
+    model = client.create_logged_model(
+        experiment_id=run.info.experiment_id,
+        name=f"{manifest['sweep']}-trial-{manifest['trial']}",
+        source_run_id=run_id,
+        params={
+            "task": manifest["task"],
+            "prune.method": manifest["config"]["prune"]["method"],
+            "nas.method": manifest["config"]["nas"]["method"],
+            "compact": str("compact" in manifest).lower(),
+            "params": str(counts["params"]),
+            "flops": str(counts["flops"]),
+        },
+        model_type="spx-safetensors",
+    )
+    get_artifact_repository(model.artifact_location).log_artifacts(str(folder))
+    client.finalize_logged_model(model.model_id, "READY")
+    return model.model_id
