@@ -343,21 +343,36 @@ def _sizes(counts: dict[str, int]) -> str:
 
 @app.command("ui")
 def ui(
-    which: Annotated[str, typer.Argument(help="mlflow")] = "mlflow",
+    which: Annotated[str, typer.Argument(help="mlflow or optuna")] = "mlflow",
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port")] = 5000,
+    port: Annotated[int | None, typer.Option(help="port (mlflow 5000, optuna 8080)")] = None,
     tracking_uri: Tracking = None,
+    store: Store_ = None,
 ) -> None:
-    """Serve the MLflow UI on the same backend spx writes to."""
-    from spx.platform.tracking import ui_command
+    """Serve the MLflow UI on the same backend spx writes to, or optuna-dashboard on the
+    sweeps' Optuna studies (the tpe/cmaes/nsga2/qmc sweeps, live while they run)."""
+    if which == "mlflow":
+        from spx.platform.tracking import ui_command
 
-    if which != "mlflow":
-        raise ConfigError("unknown UI; choose mlflow", field="which", value=which)
-    settings = _settings(tracking=tracking_uri)
-    cmd = ui_command(settings.tracking_uri, settings.artifacts, host, port)
-    exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
-    out.print(f"MLflow UI at http://{host}:{port}  (Ctrl-C to stop)")
-    raise typer.Exit(subprocess.call([exe, *cmd[1:]]))
+        settings = _settings(tracking=tracking_uri)
+        port = port or 5000
+        cmd = ui_command(settings.tracking_uri, settings.artifacts, host, port)
+        exe, args, what = "mlflow", cmd[1:], "MLflow UI"
+    elif which == "optuna":
+        from spx.search.study_storage import study_storage_url
+
+        settings = _settings(store)
+        port = port or 8080
+        url = study_storage_url(settings.store_url)
+        if url is None:
+            raise ConfigError("an in-memory store keeps no studies", field="--store")
+        exe, what = "optuna-dashboard", "optuna-dashboard"
+        args = [str(url), "--host", host, "--port", str(port)]
+    else:
+        raise ConfigError("unknown UI; choose mlflow or optuna", field="which", value=which)
+    path = shutil.which(exe) or str(Path(sys.executable).with_name(exe))
+    out.print(f"{what} at http://{host}:{port}  (Ctrl-C to stop)")
+    raise typer.Exit(subprocess.call([path, *args]))
 
 
 def main() -> None:
