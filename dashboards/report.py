@@ -1,10 +1,11 @@
 """One self-contained HTML report of a sweep (``spx report``): plotly with its JavaScript
 embedded, so the file works offline.
 
-Sections: the trial table, the best trials, the arms side by side (mean ± std over seeds,
-when ``train.seed`` is one of the varied keys), accuracy vs. sparsity per method, the
-realized sparsity schedules (from the metric history) and, where the sweep has enough
-completed trials with N_avg and tokens, the Journey-Matters scaling-law fit.
+Sections: the best trials, the arms side by side (mean ± std over seeds, when
+``train.seed`` is one of the varied keys), then the plots the sweep has data for
+(accuracy vs. sparsity per method, the Journey-Matters fit with its bootstrap band, the
+Pareto front of accuracy vs. parameters, loss vs. bytes sent per comm strategy, the
+realized sparsity schedules), the fit's coefficients, and every trial.
 Example: ``write_report("quickstart", Path("report.html"))``
 """
 
@@ -13,12 +14,21 @@ from __future__ import annotations
 import html
 import os
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
-import plotly.express as px
-import plotly.graph_objects as go
 
 from spx.dashboards.frames import Sweep
+from spx.dashboards.plots import (
+    Plot,
+    accuracy_vs_sparsity_plot,
+    comm_plot,
+    fit_band_plot,
+    pareto_plot,
+    schedules_plot,
+    to_plotly,
+    to_png,
+)
 from spx.dashboards.scaling import fit_scaling_law
 from spx.errors import SpxError
 
@@ -27,29 +37,53 @@ __all__ = ["render_report", "write_report"]
 _TABLE_METRICS = ["metrics.val/loss", "metrics.val/acc", "metrics.model/sparsity", "n_avg"]
 
 
-def write_report(name: str, output: Path, store_url: str | None = None) -> Path:
-    """Render the report of sweep ``name`` and write it to ``output`` atomically."""
+HISTORY = ["model/sparsity", "val/loss", "comm/bytes_sent"]
+
+
+def write_report(
+    name: str, output: Path, store_url: str | None = None, png_dir: Path | None = None
+) -> Path:
+    """Render the report of sweep ``name`` and write it to ``output`` atomically; with
+    ``png_dir``, also draw the key plots there as PNGs (matplotlib)."""
     with Sweep.load(name, store_url) as sw:
-        text = render_report(sw.name, sw.trials_df(), sw.history_df(["model/sparsity"]))
+        trials, history = sw.trials_df(), sw.history_df(HISTORY)
+    plots, fit_html = build_plots(trials, history)
+    text = render_report(sw.name, trials, plots, fit_html)
     tmp = output.with_name(output.name + ".part")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, output)
+    if png_dir is not None:
+        for plot in plots:
+            to_png(plot, png_dir / f"{plot.key}.png")
     return output
 
 
-def render_report(name: str, trials: pd.DataFrame, history: pd.DataFrame) -> str:
-    """The report's HTML from a ``trials_df`` and a ``history_df(["model/sparsity"])``."""
+def build_plots(trials: pd.DataFrame, history: pd.DataFrame) -> tuple[list[Plot], str]:
+    """The report's plots (those the sweep has data for) and the scaling-fit table."""
+    fit, fit_html = _scaling(trials)
+    sparsity = history[history["name"] == "model/sparsity"] if len(history) else history
+    found = [
+        accuracy_vs_sparsity_plot(trials),
+        fit_band_plot(trials, fit),
+        pareto_plot(trials),
+        comm_plot(trials, history),
+        schedules_plot(sparsity),
+    ]
+    return [p for p in found if p is not None], fit_html
+
+
+def render_report(name: str, trials: pd.DataFrame, plots: list[Plot], fit_html: str = "") -> str:
+    """The report's HTML from a ``trials_df``, its plots and the scaling-fit table."""
     parts = [f"<h1>Sweep {html.escape(name)}</h1>", _counts(trials)]
-    figures = [_accuracy_vs_sparsity(trials), _schedules(history)]
     parts += [_section("Best trials", _table(_best(trials)))]
     arms = _arms(trials)
     if arms is not None:
         parts.append(_section("Arms over seeds (mean ± std)", arms))
-    plots = [fig for fig in figures if fig is not None]
-    for i, fig in enumerate(plots):
+    for i, plot in enumerate(plots):
         # The plotly.js bundle goes into the page once, with the first figure.
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
-    parts.append(_section("Scaling law (journey: N_avg, tokens)", _scaling(trials)))
+        fig = to_plotly(plot)
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=plot.key))
+    parts.append(_section("Scaling law (journey: N_avg, tokens)", fit_html))
     parts.append(_section("All trials", _table(trials)))
     body = "\n".join(parts)
     return (
@@ -126,44 +160,17 @@ def _best(trials: pd.DataFrame, k: int = 5) -> pd.DataFrame:
     return done.nsmallest(k, "metrics.val/loss")
 
 
-def _accuracy_vs_sparsity(trials: pd.DataFrame) -> go.Figure | None:
-    needed = {"metrics.val/acc", "metrics.model/sparsity", "params.prune.method"}
-    if not needed <= set(trials.columns):
-        return None
-    done = trials[trials["status"] == "COMPLETED"].sort_values("metrics.model/sparsity")
-    return px.line(
-        done,
-        x="metrics.model/sparsity",
-        y="metrics.val/acc",
-        color="params.prune.method",
-        markers=True,
-        title="Accuracy vs. achieved sparsity, per method",
-    )
-
-
-def _schedules(history: pd.DataFrame) -> go.Figure | None:
-    if history.empty:
-        return None
-    return px.line(
-        history.assign(trial=history["trial"].astype(str)),
-        x="step",
-        y="value",
-        color="trial",
-        title="Realized sparsity schedules (model/sparsity per step)",
-    )
-
-
-def _scaling(trials: pd.DataFrame) -> str:
+def _scaling(trials: pd.DataFrame) -> tuple[Any, str]:
     try:
         fit = fit_scaling_law(trials, law="journey", bootstrap=100)
     except SpxError as exc:
-        return f"<p>No fit: {html.escape(str(exc)[:300])}</p>"
+        return None, f"<p>No fit: {html.escape(str(exc)[:300])}</p>"
     rows = "".join(
         f"<tr><td>{k}</td><td>{v:.4g}</td><td>[{lo:.4g}, {hi:.4g}]</td></tr>"
         for k, v in fit.coefficients.items()
         for lo, hi in [fit.intervals[k]]
     )
-    return (
+    return fit, (
         f"<table><tr><th>coefficient</th><th>value</th><th>95 % interval</th></tr>{rows}"
         f"</table><p>R² (log L) {fit.r2:.4f}, held-out RMSE (log L) "
         f"{fit.heldout_error:.4g}, n {fit.n}, converged: {fit.converged}</p>"

@@ -74,6 +74,8 @@ class ScalingFit:
     bootstrap_converged: int = 0
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     theta: tuple[float, ...] = field(default=(), repr=False)
+    samples: tuple[tuple[float, ...], ...] = field(default=(), repr=False)
+    """The converged bootstrap fits' parameters (for bands)."""
 
     def predict(self, data: pd.DataFrame | Mapping[str, Any]) -> np.ndarray:
         """Predicted loss at the inputs (columns named as ``inputs``); warns with an
@@ -96,10 +98,27 @@ class ScalingFit:
         logx = np.log(np.column_stack(cols))
         return np.exp(predict_log(LAWS[self.law], np.array(self.theta), logx))
 
+    def band(
+        self, data: pd.DataFrame | Mapping[str, Any], level: float = 0.95
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The pointwise ``level`` band of the prediction over the bootstrap fits (low,
+        high); both equal the prediction when there are fewer than two bootstrap fits."""
+        cols = [np.asarray(data[c], dtype=float).reshape(-1) for c in self.inputs]
+        logx = np.log(np.column_stack(cols))
+        if len(self.samples) < 2:
+            mid = np.exp(predict_log(LAWS[self.law], np.array(self.theta), logx))
+            return mid, mid
+        preds = np.exp(
+            np.stack([predict_log(LAWS[self.law], np.array(t), logx) for t in self.samples])
+        )
+        tail = (1 - level) / 2 * 100
+        return np.percentile(preds, tail, axis=0), np.percentile(preds, 100 - tail, axis=0)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON (intervals as [low, high] lists)."""
         out = asdict(self)
         out.pop("theta")
+        out.pop("samples")
         out["intervals"] = {k: list(v) for k, v in self.intervals.items()}
         out["ranges"] = {k: list(v) for k, v in self.ranges.items()}
         return out
@@ -259,6 +278,7 @@ def _fit_one(
         bootstrap_converged=len(samples),
         ranges={c: (float(data[c].min()), float(data[c].max())) for c in inputs},
         theta=tuple(float(v) for v in best.theta),
+        samples=tuple(tuple(float(v) for v in t) for t in samples),
     )
 
 

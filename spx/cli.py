@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from spx.cli_ops import register as register_ops_commands
 from spx.cli_read import register as register_read_commands
 from spx.errors import ConfigError, SpxError
 
@@ -85,6 +86,9 @@ def launch(
     address: Address = None,
     plain: Annotated[bool, typer.Option("--plain", help="plain lines, no live panel")] = False,
     name: Annotated[str | None, typer.Option("--name", help="override the file's name")] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="run the driver in the background and return")
+    ] = False,
 ) -> None:
     """Run a sweep: trials on Ray, results in the store and MLflow."""
     from spx.platform.driver import launch as run_sweep
@@ -92,6 +96,11 @@ def launch(
 
     if dry_run:
         validate(file)
+        return
+    if detach:
+        from spx.cli_ops import detach as start_detached
+
+        start_detached(file, name, store, tracking_uri, address)
         return
     spec, text = load_spec(file, name)
     settings = _settings(store, tracking_uri, address)
@@ -130,15 +139,23 @@ def _summary(result, settings) -> None:
 
 
 def _write_report(name: str, settings) -> str:
-    """The sweep's HTML report under SPX_HOME/reports; a failure here never fails the sweep."""
+    """The sweep's HTML report (and PNGs of its plots) under SPX_HOME/reports, attached to
+    the sweep's MLflow parent run; a failure here never fails the sweep."""
     from spx.dashboards.report import write_report
+    from spx.platform.tracking import log_report
 
-    path = settings.home / "reports" / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.html"
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    path = settings.home / "reports" / f"{stem}.html"
+    pngs = settings.home / "reports" / stem
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return str(write_report(name, path, settings.store_url))
+        write_report(name, path, settings.store_url, png_dir=pngs)
     except Exception as exc:  # the sweep's results are safe in the store either way
         return f"not written ({type(exc).__name__}: {exc}); try: spx report {_quote(name)}"
+    run_id = _open_store(settings.store_url).get_sweep(name).mlflow_run_id
+    if run_id:
+        log_report(settings.tracking_uri, run_id, [path, *sorted(pngs.glob("*.png"))])
+    return str(path)
 
 
 def _varied(trials) -> list[str]:
@@ -195,10 +212,22 @@ def list_sweeps(store: Store_ = None, as_json: AsJson = False) -> None:
 
 
 @sweep_app.command("status")
-def status(name: str, store: Store_ = None, as_json: AsJson = False) -> None:
+def status(
+    name: str,
+    store: Store_ = None,
+    as_json: AsJson = False,
+    watch: Annotated[bool, typer.Option("--watch", help="refresh until the sweep ends")] = False,
+    interval: Annotated[float, typer.Option(help="seconds between refreshes")] = 2.0,
+) -> None:
     """One sweep's state and trial counts."""
     from spx.platform.views import sweep_dict, to_json
 
+    if watch:
+        from spx.cli_ops import watch as watch_sweep
+
+        if as_json:
+            raise ConfigError("choose one of --json and --watch", field="--watch", value=True)
+        raise typer.Exit(watch_sweep(name, store, interval))
     db = _open_store(store)
     sweep = db.get_sweep(name)
     data = sweep_dict(sweep, db.trials(sweep.id))
@@ -373,6 +402,9 @@ def ui(
     path = shutil.which(exe) or str(Path(sys.executable).with_name(exe))
     out.print(f"{what} at http://{host}:{port}  (Ctrl-C to stop)")
     raise typer.Exit(subprocess.call([path, *args]))
+
+
+register_ops_commands(sweep_app)  # stop, logs, repair, sync: listed after the commands above
 
 
 def main() -> None:

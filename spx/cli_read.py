@@ -59,13 +59,19 @@ def scaling_law(
     ] = "0.2",
     store: Store_ = None,
     as_json: AsJson = False,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="also draw the fit and its band: .png or .html")
+    ] = None,
 ) -> None:
     """Fit a scaling law to a sweep's completed trials: coefficients, intervals, errors."""
     from spx.dashboards.scaling import fit_scaling_law
     from spx.platform.views import to_json
 
+    if plot is not None and plot.suffix.lower() not in (".png", ".html"):
+        raise ConfigError("--plot writes a .png or an .html file", field="--plot", value=str(plot))
+    trials = _trials(sweep, store)
     fits = fit_scaling_law(
-        _trials(sweep, store),
+        trials,
         cast("LawName", law),  # checked by fit_scaling_law, which lists the laws
         group_by,
         x=x,
@@ -74,6 +80,8 @@ def scaling_law(
         holdout=_fraction_or_column(holdout),
     )
     rows = list(fits.values()) if isinstance(fits, dict) else [fits]
+    if plot is not None:
+        _draw_fit(trials, rows, plot)
     if as_json:
         print(to_json([f.to_dict() for f in rows]))
         return
@@ -90,6 +98,19 @@ def scaling_law(
         )
     out.print(f"{rows[0].law} law, {rows[0].target} ~ {', '.join(rows[0].inputs)}")
     out.print(table)
+
+
+def _draw_fit(trials, fits, path: Path) -> None:
+    from spx.dashboards.plots import fit_band_plot, to_plotly, to_png
+
+    drawn = fit_band_plot(trials, fits)
+    if drawn is None:
+        raise ConfigError("nothing to draw: no completed trial has the law's columns")
+    if path.suffix.lower() == ".png":
+        to_png(drawn, path)
+    else:
+        to_plotly(drawn).write_html(path, include_plotlyjs=True)
+    typer.echo(f"wrote {path}", err=True)
 
 
 @analyze_app.command("pareto")

@@ -59,6 +59,16 @@ def test_scaling_law_json(home):
     assert fit["n"] == 12 and fit["converged"] is True
 
 
+def test_scaling_law_plot_writes_a_png_and_refuses_other_suffixes(home):
+    png = home.parent / "fit.png"
+    args = ("analyze", "scaling-law", "law", "--law", "power", "--x", "model/flops")
+    proc = spx(home, *args, "--bootstrap", "10", "--plot", str(png))
+    assert proc.returncode == 0, proc.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    bad = spx(home, *args, "--plot", str(home.parent / "fit.pdf"))
+    assert bad.returncode == 2 and "--plot" in bad.stderr
+
+
 def test_pareto_table_and_json(home):
     proc = spx(
         home,
