@@ -21,6 +21,7 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import minimize
 
 __all__ = ["LAWS", "Law", "Optimum", "design", "fit_theta", "predict_log"]
@@ -108,12 +109,15 @@ def _huber(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return value, np.where(quad, r, DELTA * np.sign(r))
 
 
-def _objective(theta, z, logy, w) -> tuple[float, np.ndarray]:
-    pred, soft = _lse(np.tensordot(theta, z, axes=(0, 0)))
-    h, dh = _huber(logy - pred)
+def _objective(theta, z, inverse, logy, w) -> tuple[float, np.ndarray]:
+    """Huber loss on log L and its gradient. ``z`` is the design at the *distinct* inputs
+    and ``inverse`` maps each point to its input: the law is evaluated once per distinct
+    input (a grid sweep's replicates share one), the residuals per point. Exact."""
+    pred_u, soft = _lse(np.tensordot(theta, z, axes=(0, 0)))
+    h, dh = _huber(logy - pred_u[inverse])
     # Scaled so the objective is O(|r| / delta): L-BFGS's default tolerances then fit it.
     scale = 1.0 / (w.sum() * DELTA * DELTA)
-    dpred = -(w * dh) * scale  # d objective / d predicted log L, per point
+    dpred = np.bincount(inverse, -(w * dh) * scale, minlength=len(pred_u))  # per input
     grad = np.einsum("n,nk,pnk->p", dpred, soft, z)
     return float((w * h).sum() * scale), grad
 
@@ -147,6 +151,14 @@ def _screen(law: Law, logx, logy, starts: int) -> np.ndarray:
     return grid[np.argsort(score, kind="stable")[:starts]]
 
 
+def _distinct_rows(logx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's index among the distinct rows, and those rows (hashing, O(n))."""
+    index = pd.MultiIndex.from_arrays([logx[:, k] for k in range(logx.shape[1])])
+    codes, uniques = pd.factorize(index)
+    distinct = np.array(list(uniques), dtype=float).reshape(len(uniques), logx.shape[1])
+    return codes.astype(np.intp), distinct
+
+
 def fit_theta(
     law: Law,
     logx: np.ndarray,
@@ -165,10 +177,12 @@ def fit_theta(
         if np.all(np.isfinite(rough.theta)):
             starts = rough.theta
     inits = _screen(law, logx, logy, STARTS) if starts is None else np.atleast_2d(starts)
-    z = design(law, logx)
+    inverse, distinct = _distinct_rows(logx)
+    z = design(law, distinct)
+    args = (z, inverse, logy, w)
     best: Optimum | None = None
     for theta0 in inits:
-        res = minimize(_objective, theta0, args=(z, logy, w), jac=True, method="L-BFGS-B")
+        res = minimize(_objective, theta0, args=args, jac=True, method="L-BFGS-B")
         if not np.all(np.isfinite(res.x)) or not np.isfinite(res.fun):
             continue
         opt = Optimum(np.asarray(res.x), float(res.fun), bool(res.success), str(res.message))

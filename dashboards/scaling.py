@@ -270,7 +270,7 @@ def _fit_one(
         coefficients=coefficients,
         intervals=_intervals(law, samples),
         r2=_r2(logy, predict_log(law, best.theta, logx)),
-        heldout_error=_heldout(law, logx, logy, folds, need),
+        heldout_error=_heldout(law, logx, logy, folds, need, best.theta),
         n=len(data),
         converged=best.converged,
         message=best.message,
@@ -311,14 +311,17 @@ def _folds(data: pd.DataFrame, holdout: float | str, folds_by: str | None, rng) 
     return rng.permutation(np.arange(len(data)) % k)
 
 
-def _heldout(law: Law, logx, logy, folds: np.ndarray, need: int) -> float:
-    """RMSE of log L over every point predicted by a fit that did not see it."""
+def _heldout(law: Law, logx, logy, folds: np.ndarray, need: int, start: np.ndarray) -> float:
+    """RMSE of log L over every point predicted by a fit that did not see it (each fold's
+    fit starts from the full fit's optimum: one L-BFGS run per fold, not a multi-start)."""
     errors = []
     for fold in np.unique(folds):
         test = folds == fold
         if (~test).sum() < need:
             continue
-        opt = fit_theta(law, logx[~test], logy[~test])
+        opt = fit_theta(law, logx[~test], logy[~test], starts=start)
+        if not np.all(np.isfinite(opt.theta)):  # that start failed here: search afresh
+            opt = fit_theta(law, logx[~test], logy[~test])
         errors.append(logy[test] - predict_log(law, opt.theta, logx[test]))
     if not errors:
         return math.nan
