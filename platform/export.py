@@ -78,10 +78,11 @@ def export_trial(settings: Settings, sweep: SweepRow, trial: TrialRow, output: P
     full_counts = _counts(model, example)
     manifest["full"] = full_counts
     if cfg.prune.method in COMPACTED:
-        from spx.workers.compact import compact
+        from spx.workers.compact import compact, kept_units
 
-        model, kept = compact(model)
-        manifest["kept"] = kept
+        kept = kept_units(model)  # a dropped unit's slices are all zero in the checkpoint
+        model, _ = compact(model, example, kept)
+        manifest["kept"] = {name: keep.tolist() for name, keep in kept.items()}
         manifest["compact"] = _counts(model, example)
     _write(output, model, manifest)
     return Exported(output, manifest)
@@ -104,7 +105,9 @@ def load_model(folder: Path) -> nn.Module:
     if "kept" in manifest:
         from spx.workers.compact import compact
 
-        model, _ = compact(model, manifest["kept"])
+        kept = {name: torch.tensor(keep) for name, keep in manifest["kept"].items()}
+        example = build_task(cfg.task).example_input(cfg)
+        model, _ = compact(model, example, kept)
     model.load_state_dict(load_file(str(Path(folder) / WEIGHTS)))
     return model.eval()
 

@@ -95,6 +95,24 @@ class PruneConfig(_Node):
     update_every: int = Field(100, ge=1, description="rigl/set: steps between mask updates")
     drop_fraction: float = Field(0.3, ge=0, le=1, description="rigl/set: initial drop fraction")
     update_end: float = Field(0.75, ge=0, le=1, description="rigl/set: last update, of train.steps")
+    mask_seed: int | None = Field(
+        None, ge=0, le=2**63 - 1, description="nodes: node-mask seed; unset: from train.seed"
+    )
+    oto_lambda: float | None = Field(
+        None, gt=0, le=100, description="oto: group-lasso λ; unset: 1e-2 (adamw), 1e-3 (sgd)"
+    )
+    oto_start: float = Field(
+        0.1, ge=0, lt=1, description="oto: G_p partition and penalty start, of train.steps"
+    )
+    oto_project: float = Field(
+        0.2, ge=0, lt=1, description="oto: half-space projection start, of train.steps"
+    )
+    oto_end: float = Field(
+        0.75, gt=0, le=1, description="oto: target enforced by then (least-norm), of train.steps"
+    )
+    oto_epsilon: float = Field(
+        0.0, ge=0, lt=1, description="oto: half-space ε: zero g if <x̂_g, x_g> < ε·|x_g|²"
+    )
 
     @field_validator("method")
     @classmethod
@@ -125,6 +143,13 @@ class PruneConfig(_Node):
                     "sparsity",
                     self.sparsity,
                 )
+        if self.method == "oto" and not self.oto_start <= self.oto_project <= self.oto_end:
+            raise FieldError(
+                f"oto needs prune.oto_start <= prune.oto_project <= prune.oto_end (got "
+                f"{self.oto_start:g}, {self.oto_project:g}, {self.oto_end:g})",
+                "oto_project",
+                self.oto_project,
+            )
         if self.method == "lottery" and self.rounds > 1 and self.sparsity > 0:
             reached = 1 - (1 - self.rate) ** (self.rounds - 1)
             if reached >= self.sparsity:

@@ -231,7 +231,27 @@ def _final(state: State, task: Task, cfg: TrialConfig) -> dict[str, float]:
     if state.sync is not None:
         final.update(state.sync.metrics())
     final["data/tokens"] = float(state.step * task.tokens_per_batch(cfg))
+    if cfg.prune.method in COMPACTABLE and (state.sync is None or state.sync.rank == 0):
+        final.update(_compaction(state, task, cfg))
     return final
+
+
+COMPACTABLE = ("oto", "nodes", "channel")
+
+
+def _compaction(state: State, task: Task, cfg: TrialConfig) -> dict[str, float]:
+    """The compact subnetwork's parameters and FLOPs, and the largest difference between
+    its outputs and the pruned full model's on a batch of real training inputs (the
+    correctness check of OTO's subnet construction; ~1e-7 in float32)."""
+    from spx.workers.compact import compact
+    from spx.workers.oto import GroupPruner
+
+    source = state.pruner if isinstance(state.pruner, GroupPruner) else None
+    small, counts = compact(state.model, task.example_input(cfg), source)
+    inputs = next(task.batches(cfg, torch.Generator().manual_seed(0)))[0]
+    with torch.no_grad():
+        diff = (small.eval()(inputs) - state.model.eval()(inputs)).abs().max()
+    return {**counts.metrics(), "compact/max_abs_diff": float(diff)}
 
 
 def _checkpoint_due(cfg: TrialConfig, step: int, total: int) -> bool:

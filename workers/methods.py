@@ -14,9 +14,12 @@ register your own with :func:`register`.
   never the outputs of the model's output layer (so the model can be physically shrunk:
   a pruned channel's output is a constant, foldable into the next layer's bias).
 - ``lottery`` (§9), ``nm`` (§7), ``rigl`` / ``set`` (§8b, §8c): see their modules.
+- ``oto`` (§4c, DHSPG) and ``nodes`` (§3, random node masks): whole zero-invariant groups
+  of units (``zig.py``), so the model can be compacted exactly (``compact.py``).
 
->>> sorted(METHODS)
-['channel', 'global-magnitude', 'lottery', 'magnitude', 'nm', 'none', 'random', 'rigl', 'set']
+>>> sorted(METHODS)  # doctest: +NORMALIZE_WHITESPACE
+['channel', 'global-magnitude', 'lottery', 'magnitude', 'nm', 'nodes', 'none', 'oto',
+ 'random', 'rigl', 'set']
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from spx.workers.config import PruneConfig, TrialConfig
 from spx.workers.dst import SET, RigL
 from spx.workers.lottery import Lottery
 from spx.workers.masks import keep_top, output_layer
+from spx.workers.oto import OTO, Nodes
 from spx.workers.pruner import Pruner
 from spx.workers.schedules import Constant, Schedule
 from spx.workers.srste import NM
@@ -114,5 +118,17 @@ def build_pruner(cfg: TrialConfig, model: nn.Module) -> Pruner:
     return cls(cfg.prune, model, cfg.train.steps, seed=cfg.train.seed)
 
 
-for _cls in (Dense, Magnitude, GlobalMagnitude, Random, Channel, Lottery, NM, RigL, SET):
+for _cls in (
+    Dense,
+    Magnitude,
+    GlobalMagnitude,
+    Random,
+    Channel,
+    Lottery,
+    NM,
+    RigL,
+    SET,
+    OTO,
+    Nodes,
+):
     register(_cls)

@@ -44,6 +44,8 @@ CASES = {
     "nm": {"prune.nm": "2:4"},
     "rigl": {**SPARSE, "prune.update_every": 4},
     "set": {**SPARSE, "prune.update_every": 4},
+    "oto": {"prune.sparsity": 0.5},
+    "nodes": {"prune.sparsity": 0.5},
 }
 
 
@@ -128,6 +130,8 @@ TARGETS = {
     "nm": lambda p: _check_equal(p.masks.sparsity(), 0.5),
     "rigl": lambda p: _check_equal(p.masks.layer_nnz(), _uniform(p, 0.75)),
     "set": lambda p: _check_equal(p.masks.layer_nnz(), _uniform(p, 0.75)),
+    "oto": lambda p: _check_equal(p.zeros(), p.target),
+    "nodes": lambda p: _check_equal([int(k.sum()) for k in p.keep], [8, 8]),
 }
 
 
