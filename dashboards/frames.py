@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import Double, Select, Text, cast, select, type_coerce
@@ -174,10 +175,34 @@ def expand_json(texts: pd.Series, prefix: str) -> pd.DataFrame:
     >>> expand_json(pd.Series(['{"a": 1}', None, '{"b": "x"}']), "p.").to_dict("list")
     {'p.a': [1.0, nan, nan], 'p.b': [nan, nan, 'x']}
     """
-    # One json.loads over the joined texts: the parse runs in C, not once per row.
-    objects = json.loads("[" + ",".join(texts.fillna("{}").astype(str)) + "]")
-    frame = pd.DataFrame.from_records(objects, index=texts.index)
+    lines = texts.to_numpy(dtype=object, na_value="{}")
+    try:  # Arrow's JSON reader parses and builds columns in C++, several times faster
+        frame = _arrow_frame(lines, texts.index)
+    except Exception:  # a key with mixed types (e.g. "nan" text among numbers): the slow path
+        # One json.loads over the joined texts: the parse runs in C, not once per row.
+        objects = json.loads("[" + ",".join(lines) + "]")
+        frame = pd.DataFrame.from_records(objects, index=texts.index)
     if frame.empty:
         frame = pd.DataFrame(index=texts.index)
     frame = frame.reindex(columns=sorted(frame.columns))
     return frame.add_prefix(prefix)
+
+
+def _arrow_frame(lines: Any, index: pd.Index) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.json as pa_json
+
+    data = "\n".join(lines).encode()
+    # One block for the whole input: types are inferred over every row at once.
+    options = pa_json.ReadOptions(block_size=len(data) + 1)
+    table = pa_json.read_json(pa.py_buffer(data), read_options=options)
+    frame = table.to_pandas()
+    for name, field in zip(table.column_names, table.schema, strict=True):
+        if pa.types.is_list(field.type):  # as the json path gives them: Python lists
+            frame[name] = [None if v is None else v.tolist() for v in frame[name]]
+        elif pa.types.is_null(field.type):
+            frame[name] = float("nan")
+        elif pa.types.is_integer(field.type) and frame[name].isna().any():
+            frame[name] = frame[name].astype("float64")
+    frame.index = index
+    return frame
