@@ -56,6 +56,8 @@ def export_trial(settings: Settings, sweep: SweepRow, trial: TrialRow, output: P
     tensors, _ = loaded
     cfg = TrialConfig.from_flat(sweep.task, dict(trial.params))
     genotype = _genotype(folder) if cfg.nas.method in ("dass", "darts") else None
+    if genotype is not None:  # only the derived cell travels: the search's record stays
+        genotype = {"normal": genotype["normal"]}
     model = build_model(cfg, genotype, settings.home / "data")
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -90,9 +92,10 @@ def export_trial(settings: Settings, sweep: SweepRow, trial: TrialRow, output: P
 
 def build_model(cfg: TrialConfig, genotype: Any, data_dir: Path) -> nn.Module:
     if genotype is not None:
-        from spx.search.dass import derived_model
+        from spx.search.cells import DerivedNet, Genotype
 
-        return derived_model(cfg, genotype)
+        torch.manual_seed(cfg.train.seed)
+        return DerivedNet(Genotype.from_json(genotype), cfg.nas.cells, cfg.nas.channels)
     torch.manual_seed(cfg.train.seed)
     return build_task(cfg.task, data_dir).build_model(cfg)
 

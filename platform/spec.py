@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import math
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -38,11 +39,22 @@ from pydantic import (
 from spx.errors import ConfigError
 from spx.search import nas
 from spx.search.base import Goal
+from spx.search.constraints import Constraints, parse_constraints
 from spx.search.nas import ARMS
 from spx.search.optuna_search import SAMPLERS, check_space
-from spx.search.space import Axis, Categorical, FloatRange, IntRange, Space
+from spx.search.replicates import SEED_KEY
+from spx.search.space import (
+    Axis,
+    Categorical,
+    Condition,
+    Conditions,
+    FloatRange,
+    IntRange,
+    Space,
+    search_order,
+)
 from spx.search.strategies import STRATEGIES, StrategyContext, build_strategy
-from spx.workers.config import TrialConfig
+from spx.workers.config import TrialConfig, expand_keys, known_keys
 from spx.workers.tasks import build_task, task_class
 
 GRIDS = ("grid", *ARMS)  # methods that enumerate the space (NAS methods add their arms)
@@ -116,7 +128,50 @@ class Resources(_Strict):
     gpus_per_worker: float = Field(0.0, ge=0, le=64)
 
 
+class Replicates(_Strict):
+    """Run every sampled config once per seed (``train.seed``); the strategy learns the mean."""
+
+    seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(min_length=1, max_length=100)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("give each seed once")
+        return v
+
+
 class SweepSpec(_Strict):
+    """A sweep file. Beside the searched ``parameters`` it may say:
+
+    - ``conditions``: ``{key: {parent: value or [values]}}`` searches ``key`` only while the
+      parameter ``parent`` (one with ``values``) takes one of those values; several parents
+      must all hold. Elsewhere ``key`` is absent from the trial's parameters, so the trial
+      keeps the default, or the value under ``fixed`` (a conditional key may be in both).
+      Grid runs the union of the grids (each config once); random search and the Optuna
+      samplers draw the parent first.
+    - ``constraints``: texts such as ``"prune.schedule.start < prune.schedule.end"`` that
+      compare trial keys and numbers with ``< <= > >= == !=`` (chains allowed). Each trial's
+      full config (defaults, fixed keys, parameters) must meet them before it is submitted:
+      grid drops the points that break one, random search draws again, Optuna skips the
+      trial. A constraint no config of the space meets is an error.
+    - ``replicates: {seeds: [0, 1, 2]}``: each sampled config runs once per seed
+      (``train.seed``); ``trials`` counts configs, so the sweep runs trials x seeds runs,
+      and an adaptive method learns from each config's mean.
+
+    >>> spec = parse_spec('''
+    ... name: demo
+    ... task: digits-mlp
+    ... parameters:
+    ...   prune.method: {values: [magnitude, nm]}
+    ...   prune.nm: {values: ["2:4", "1:4"]}
+    ... conditions:
+    ...   prune.nm: {prune.method: nm}
+    ... ''')
+    >>> [(c.prune.method, c.prune.nm) for c in resolve_trials(spec)]
+    [('magnitude', '2:4'), ('nm', '2:4'), ('nm', '1:4')]
+    """
+
     name: str = Field(min_length=1, max_length=200)
     task: str
     method: str = "grid"
@@ -125,6 +180,9 @@ class SweepSpec(_Strict):
     objective: Objective | list[Objective] = Objective()
     fixed: dict[str, Any] = {}
     parameters: dict[str, ParamSpec] = {}
+    conditions: dict[str, dict[str, Any]] = {}
+    constraints: list[str] = Field([], max_length=1000)
+    replicates: Replicates | None = None
     early_stop: EarlyStop | None = None
     resources: Resources = Resources()
     retries: int = Field(1, ge=0, le=100)
@@ -168,6 +226,17 @@ class SweepSpec(_Strict):
             for k, p in self.parameters.items()
         }
 
+    def search_conditions(self) -> Conditions:
+        return tuple(
+            Condition(key, parent, tuple(v) if isinstance(v, list) else (v,))
+            for key, parents in self.conditions.items()
+            for parent, v in parents.items()
+        )
+
+    def seeds(self) -> tuple[int, ...]:
+        """The replicate seeds (empty: each config runs once)."""
+        return tuple(self.replicates.seeds) if self.replicates else ()
+
     def budget(self) -> int:
         return self.trials if self.trials is not None else 10
 
@@ -195,7 +264,23 @@ def strategy_context(spec: SweepSpec, storage_url: str | None = None) -> Strateg
         goals=tuple(o.goal for o in spec.objectives),
         storage_url=storage_url,
         study_name=spec.name,
+        conditions=spec.search_conditions(),
+        constraints=Constraints(
+            parse_constraints(spec.constraints, known_keys()), partial(full_config, spec)
+        ),
+        replicates=spec.seeds(),
     )
+
+
+def full_config(spec: SweepSpec, params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's whole config as dotted keys: the defaults, the fixed keys and ``params``."""
+    flat = {**spec.fixed, **params}
+    try:
+        return TrialConfig.from_flat(spec.task, flat).flat()
+    except ConfigError:
+        # A config the model rejects (say start > end) can still break a constraint, which
+        # then drops it; one that meets them all fails validation as before.
+        return {**TrialConfig(task=spec.task).flat(), **expand_keys(flat)}
 
 
 def load_spec(path: str | Path, name: str | None = None) -> tuple[SweepSpec, str]:
@@ -230,6 +315,8 @@ def parse_spec(text: str, name: str | None = None) -> SweepSpec:
         raise _schema_error(exc) from None
     _check_axes(spec)
     _check_search(spec)
+    _check_conditions(spec)
+    _check_replicates(spec)
     resolve_trials(spec)
     _check_comm(spec)
     return spec
@@ -310,12 +397,46 @@ def _check_search(spec: SweepSpec) -> None:
     spec.stop_target()
 
 
+def _check_conditions(spec: SweepSpec) -> None:
+    """Conditions name searched keys and values of a categorical parent, with no cycle;
+    constraints parse and name trial keys."""
+    for key, parents in spec.conditions.items():
+        if not parents:
+            raise ConfigError("name the parameter it depends on", field=f"conditions.{key}")
+    search_order(spec.space(), spec.search_conditions())
+    parse_constraints(spec.constraints, known_keys())
+
+
+def _check_replicates(spec: SweepSpec) -> None:
+    """Replicates set train.seed themselves: it cannot be fixed, searched or constrained."""
+    if spec.replicates is None:
+        return
+    for where, keys in (("fixed", spec.fixed), ("parameters", spec.parameters)):
+        if SEED_KEY in keys:
+            raise ConfigError(
+                f"replicates set {SEED_KEY} per run; remove it from {where}",
+                field="replicates.seeds",
+                value=spec.replicates.seeds,
+            )
+    for i, rule in enumerate(parse_constraints(spec.constraints, known_keys())):
+        if SEED_KEY in rule.keys:
+            raise ConfigError(
+                f"replicates set {SEED_KEY} per run, after the constraints are judged",
+                field=f"constraints[{i}]",
+                value=rule.text,
+            )
+
+
 def _check_axes(spec: SweepSpec) -> None:
     """Each key must be a trial key, and every value or bound of an axis must be valid."""
-    both = set(spec.fixed) & set(spec.parameters)
+    # A conditional key may also be fixed: the fixed value holds where it is not searched.
+    both = (set(spec.fixed) & set(spec.parameters)) - set(spec.conditions)
     if both:
         key = sorted(both)[0]
-        raise ConfigError("a key cannot be both fixed and searched", field=f"parameters.{key}")
+        raise ConfigError(
+            "a key cannot be both fixed and searched (unless a condition says when it is searched)",
+            field=f"parameters.{key}",
+        )
     TrialConfig.from_flat(spec.task, dict(spec.fixed), "fixed.")
     for key, axis in spec.parameters.items():
         if spec.method in GRIDS and isinstance(axis, Range):

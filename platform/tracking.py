@@ -208,8 +208,10 @@ def log_report(tracking_uri: str, run_id: str, files: list[Path]) -> int:
     logged = 0
     for path in files:
         before = tracker.failures
-        tracker._safe(
-            "log report", lambda p=path: tracker.client.log_artifact(run_id, str(p), "report")
-        )
+
+        def log(p: Path = path) -> None:
+            tracker.client.log_artifact(run_id, str(p), "report")
+
+        tracker._safe("log report", log)
         logged += tracker.failures == before
     return logged

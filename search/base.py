@@ -12,7 +12,7 @@ A strategy never talks to the store, MLflow or Ray; the driver asks, runs, and t
 ...         return Suggestion(0, {"prune.sparsity": 0.5})
 ...     def tell(self, number, value, status): pass
 >>> FirstOnly().ask()
-Suggestion(number=0, params={'prune.sparsity': 0.5})
+Suggestion(number=0, params={'prune.sparsity': 0.5}, group=None)
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ Value = float | tuple[float, ...]
 class Suggestion:
     number: int
     params: dict[str, Any]
+    group: int | None = None
+    """Trials with the same group run one config (replicates with different seeds)."""
 
 
 class Outcome(StrEnum):

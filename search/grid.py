@@ -1,5 +1,8 @@
 """Grid search: every combination of every axis's values, in a fixed order.
 
+With conditions the grid is a union of grids (a conditional axis multiplies only the points
+where it is active; each config appears once); points that break a constraint are dropped.
+
 >>> from spx.search.space import Categorical
 >>> g = GridSearch({"a": Categorical((1, 2)), "b": Categorical(("x", "y"))})
 >>> g.total, [g.ask().params for _ in range(2)]
@@ -8,23 +11,26 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 from spx.search.base import Outcome, Suggestion, Value
-from spx.search.space import Categorical, Space
+from spx.search.constraints import Constraints
+from spx.search.space import Categorical, Conditions, Space, grid_points
 
 
 class GridSearch:
-    def __init__(self, space: Space):
+    def __init__(
+        self, space: Space, conditions: Conditions = (), constraints: Constraints = Constraints()
+    ):
+        values: dict[str, Categorical] = {}
         for name, axis in space.items():
             if not isinstance(axis, Categorical):
                 raise ValueError(f"grid search needs values for {name}, not a range")
-        self.names = list(space)
-        self.points: list[dict[str, Any]] = [
-            dict(zip(self.names, combo, strict=True))
-            for combo in itertools.product(*(space[n].values for n in self.names))  # type: ignore[union-attr]
-        ]
+            values[name] = axis
+        points = grid_points(values, conditions)
+        self.points: list[dict[str, Any]] = constraints.keep(
+            points, f"all {len(points)} grid points"
+        )
         self.total: int | None = len(self.points)
         self.next = 0
 

@@ -30,8 +30,9 @@ from typing import Any
 
 from spx.errors import ConfigError
 from spx.search.base import Strategy
+from spx.search.constraints import Constraints
 from spx.search.grid import GridSearch
-from spx.search.space import Categorical
+from spx.search.space import Categorical, Conditions
 from spx.workers.config import TrialConfig
 from spx.workers.tasks import Task
 
@@ -48,14 +49,19 @@ ARMS: dict[str, tuple[dict[str, Any], ...]] = {
 }
 
 
-def preset(method: str, space: dict[str, Any]) -> Strategy:
+def preset(
+    method: str,
+    space: dict[str, Any],
+    conditions: Conditions = (),
+    constraints: Constraints = Constraints(),
+) -> Strategy:
     """The grid a NAS ``method`` runs: the sweep's axes times the method's arms."""
     if VARIANT in space:
         raise ConfigError(
             f"method {method} adds its own {VARIANT!r} axis; rename yours or use method: grid",
             field=f"parameters.{VARIANT}",
         )
-    return GridSearch({**space, VARIANT: Categorical(ARMS[method])})
+    return GridSearch({**space, VARIANT: Categorical(ARMS[method])}, conditions, constraints)
 
 
 def validate(cfg: TrialConfig, task: Task) -> None:

@@ -287,7 +287,7 @@ class TrialConfig(_Node):
     def from_flat(cls, task: str, flat: dict[str, Any], where: str = "") -> TrialConfig:
         """Build a config from dotted keys; errors name ``where`` + the dotted key."""
         nested: dict[str, Any] = {"task": task}
-        for key, value in _expand(flat).items():
+        for key, value in expand_keys(flat).items():
             _check_key(key, where)
             _insert(nested, key.split("."), value, where)
         try:
@@ -311,7 +311,7 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _expand(flat: dict[str, Any]) -> dict[str, Any]:
+def expand_keys(flat: dict[str, Any]) -> dict[str, Any]:
     """A mapping value sets several keys at once: ``model: {width: 64}`` is ``model.width``.
 
     Under a name that is no key prefix (a *variant*, e.g. ``variant: {nas.method: dass,
@@ -322,9 +322,9 @@ def _expand(flat: dict[str, Any]) -> dict[str, Any]:
     for key, value in flat.items():
         if isinstance(value, dict) and value:
             if _is_variant(key, value):
-                out.update(_expand(value))
+                out.update(expand_keys(value))
             else:
-                out.update(_expand({f"{key}.{k}": v for k, v in value.items()}))
+                out.update(expand_keys({f"{key}.{k}": v for k, v in value.items()}))
         else:
             out[key] = value
     return out
@@ -338,7 +338,7 @@ def _is_variant(name: str, value: dict[str, Any]) -> bool:
 
 
 def _prefixes() -> set[str]:
-    out = set()
+    out: set[str] = set()
     for key in known_keys():
         parts = key.split(".")
         out.update(".".join(parts[:i]) for i in range(1, len(parts)))

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import optuna
 import pytest
+from optuna.distributions import FloatDistribution
 
 from spx.errors import ConfigError
-from spx.search.base import Outcome
-from spx.search.space import Categorical, FloatRange
+from spx.search import optuna_search
+from spx.search.base import Outcome, Suggestion
+from spx.search.constraints import Constraints, parse_constraints
+from spx.search.optuna_search import NUMBER, SKIPPED, OptunaSearch
+from spx.search.space import Categorical, Condition, FloatRange, Space
 from spx.search.strategies import StrategyContext, build_strategy
 
 SPACE = {f"x{i}": FloatRange(-5.0, 5.0) for i in range(4)}
@@ -70,3 +75,102 @@ def test_a_completed_trial_without_a_finite_value_is_told_as_failed():
     strategy.tell(b.number, float("nan"), Outcome.COMPLETED)
     states = [t.state.name for t in strategy.study.trials]  # type: ignore[attr-defined]
     assert states == ["FAIL", "FAIL"]
+
+
+# Conditions and constraints: define-by-run, skipped trials, numbering across resume.
+
+METHOD = {"prune.method": Categorical(("magnitude", "nm", "rigl"))}
+BRANCHES: Space = {
+    "prune.nm": Categorical(("2:4", "1:4")),
+    **METHOD,
+    "prune.drop_fraction": FloatRange(0.1, 0.5),
+    "prune.schedule.start": FloatRange(0.0, 1.0),
+    "prune.schedule.end": FloatRange(0.0, 1.0),
+}
+IF = (
+    Condition("prune.nm", "prune.method", ("nm",)),
+    Condition("prune.drop_fraction", "prune.method", ("rigl",)),
+)
+ORDERED = Constraints(parse_constraints(["prune.schedule.start < prune.schedule.end"]))
+
+
+def conditional(method: str = "tpe", trials: int = 16, **kw) -> OptunaSearch:
+    ctx = StrategyContext(BRANCHES, trials, 0, conditions=IF, constraints=ORDERED, **kw)
+    strategy = build_strategy(method, ctx)
+    assert isinstance(strategy, OptunaSearch)
+    return strategy
+
+
+def drain(strategy) -> list:
+    out = []
+    while (s := strategy.ask()) is not None:
+        out.append(s)
+        strategy.tell(s.number, s.params["prune.schedule.end"], Outcome.COMPLETED)
+    return out
+
+
+def expected_keys(params: dict) -> set[str]:
+    keys = {"prune.method", "prune.schedule.start", "prune.schedule.end"}
+    extra = {"nm": {"prune.nm"}, "rigl": {"prune.drop_fraction"}, "magnitude": set()}
+    return keys | extra[params["prune.method"]]
+
+
+@pytest.mark.parametrize("method", ["tpe", "nsga2", "qmc"])
+def test_define_by_run_never_suggests_an_inactive_key(method):
+    strategy = conditional(method)
+    suggested = drain(strategy)
+    assert {s.params["prune.method"] for s in suggested} == {"magnitude", "nm", "rigl"}
+    assert all(set(s.params) == expected_keys(s.params) for s in suggested)
+    trials = strategy.study.get_trials()  # the skipped ones too: Optuna never sampled more
+    assert trials and all(set(t.params) == expected_keys(t.params) for t in trials)
+
+
+def test_a_trial_that_breaks_a_constraint_is_skipped_and_numbering_stays_dense():
+    strategy = conditional(trials=10)
+    suggested = drain(strategy)
+    assert [s.number for s in suggested] == list(range(10))
+    assert all(s.params["prune.schedule.start"] < s.params["prune.schedule.end"] for s in suggested)
+    trials = strategy.study.get_trials()
+    skipped = [t for t in trials if SKIPPED in t.user_attrs]
+    handed = [t for t in trials if NUMBER in t.user_attrs]
+    assert skipped and all(t.state.name == "FAIL" for t in skipped)
+    assert all(t.user_attrs[SKIPPED] == ORDERED.rules[0].text for t in skipped)
+    assert [t.user_attrs[NUMBER] for t in handed] == list(range(10))
+    # each value reached the Optuna trial that carries its spx number
+    for s, t in zip(suggested, handed, strict=True):
+        assert t.state.name == "COMPLETE" and t.values == [s.params["prune.schedule.end"]]
+
+
+def test_a_sampler_stuck_on_forbidden_configs_falls_back_to_a_seeded_draw(monkeypatch):
+    monkeypatch.setattr(optuna_search, "MAX_SKIPS", 0)
+    strategy = conditional(trials=6)
+    suggested = drain(strategy)
+    assert [s.number for s in suggested] == list(range(6))
+    assert all(ORDERED.allow(s.params) for s in suggested)
+    assert all(set(s.params) == expected_keys(s.params) for s in suggested)
+
+
+def test_a_study_begun_by_an_older_spx_keeps_optuna_numbers(tmp_path):
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    old = optuna.create_study(storage=url, study_name="old")
+    xs = [old.ask({"x": FloatDistribution(0, 1)}).params["x"] for _ in range(2)]
+    old.tell(0, 0.5)
+    ctx = StrategyContext({"x": FloatRange(0, 1)}, 4, 0, storage_url=url, study_name="old")
+    again = build_strategy("tpe", ctx)
+    assert [again.ask() for _ in range(2)] == [
+        Suggestion(0, {"x": xs[0]}),
+        Suggestion(1, {"x": xs[1]}),
+    ]
+    assert [again.ask().number, again.ask().number, again.ask()] == [2, 3, None]  # type: ignore[union-attr]
+
+
+def test_a_trial_asked_but_never_handed_out_is_closed_on_resume(tmp_path):
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    first = conditional(trials=3, storage_url=url, study_name="s")
+    handed = first.ask()
+    orphan = first.study.ask().number  # the driver died before it handed this one out
+    again = conditional(trials=3, storage_url=url, study_name="s")
+    assert again.ask() == handed
+    assert again.ask().number == 1  # type: ignore[union-attr]
+    states = {t.number: t.state.name for t in again.study.get_trials()}
+    assert states[orphan] == "FAIL"
