@@ -109,10 +109,24 @@ def load_model(folder: Path) -> nn.Module:
         from spx.workers.compact import compact
 
         kept = {name: torch.tensor(keep) for name, keep in manifest["kept"].items()}
+        _zero_dropped(model, kept)  # the same shape of zeros as the trained model had
         example = build_task(cfg.task).example_input(cfg)
         model, _ = compact(model, example, kept)
     model.load_state_dict(load_file(str(Path(folder) / WEIGHTS)))
     return model.eval()
+
+
+def _zero_dropped(model: nn.Module, kept: dict[str, torch.Tensor]) -> None:
+    """Zero every slice of the dropped units, so compaction cuts exactly what it cut when
+    the model was exported (a unit it could not cut stays, as it did then)."""
+    from spx.workers import zig
+
+    space = [g for g in zig.removable(model) if g.name in kept]
+    tensors = {s.name: zig.resolve(model, s.name) for g in space for s in g.slices}
+    keep = [kept[g.name].bool() for g in space]
+    with torch.no_grad():
+        for name, factor in zig.multipliers(space, keep, tensors).items():
+            tensors[name].mul_(factor)
 
 
 def _genotype(folder: Path) -> Any:

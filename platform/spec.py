@@ -355,8 +355,15 @@ def resolve_trials(spec: SweepSpec, limit: int | None = None) -> list[TrialConfi
             break
         where = "parameters." if suggestion.params else "fixed."
         cfg = TrialConfig.from_flat(spec.task, {**spec.fixed, **suggestion.params}, where)
-        _task_check(task, cfg, where)
-        _nas_check(task, cfg, where)
+        searched = set(expand_keys(suggestion.params))
+        for check in (task.validate, partial(nas.validate, task=task)):
+            try:
+                check(cfg)
+            except ConfigError as exc:  # name the block the offending key came from
+                fixed = exc.field in spec.fixed and exc.field not in searched
+                block = "fixed." if fixed else where
+                field = f"{block}{exc.field}" if exc.field else None
+                raise ConfigError(exc.reason, field=field, value=exc.value) from None
         out.append(cfg)
     if not out:
         raise ConfigError("the sweep resolves to no trials", field="parameters")
@@ -365,24 +372,6 @@ def resolve_trials(spec: SweepSpec, limit: int | None = None) -> list[TrialConfi
 
 def trial_config(spec: SweepSpec, params: dict[str, Any]) -> TrialConfig:
     return TrialConfig.from_flat(spec.task, {**spec.fixed, **params})
-
-
-def _task_check(task: Any, cfg: TrialConfig, where: str) -> None:
-    try:
-        task.validate(cfg)
-    except ConfigError as exc:
-        raise ConfigError(
-            exc.reason, field=f"{where}{exc.field}" if exc.field else None, value=exc.value
-        ) from None
-
-
-def _nas_check(task: Any, cfg: TrialConfig, where: str) -> None:
-    try:
-        nas.validate(cfg, task)
-    except ConfigError as exc:
-        raise ConfigError(
-            exc.reason, field=f"{where}{exc.field}" if exc.field else None, value=exc.value
-        ) from None
 
 
 def _check_search(spec: SweepSpec) -> None:
