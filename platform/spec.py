@@ -317,9 +317,31 @@ def parse_spec(text: str, name: str | None = None) -> SweepSpec:
     _check_search(spec)
     _check_conditions(spec)
     _check_replicates(spec)
-    resolve_trials(spec)
+    _check_reported(spec, resolve_trials(spec))
     _check_comm(spec)
     return spec
+
+
+def _check_reported(spec: SweepSpec, configs: list[TrialConfig]) -> None:
+    """Each objective (and the early-stop metric) must be a metric some trial reports."""
+    task = build_task(spec.task)
+    workers = spec.resources.workers_per_trial
+    reported = set().union(*(nas.reported_metrics(c, task, workers) for c in configs))
+    wanted = [(f"objective[{i}].metric", o.metric) for i, o in enumerate(spec.objectives)]
+    if not isinstance(spec.objective, list):
+        wanted = [("objective.metric", spec.objective.metric)]
+    if spec.early_stop is not None and spec.early_stop.metric is not None:
+        wanted.append(("early_stop.metric", spec.early_stop.metric))
+    for field, metric in wanted:
+        if metric not in reported:
+            hint = difflib.get_close_matches(metric, sorted(reported), n=1)
+            did = f"did you mean {hint[0]!r}? " if hint else ""
+            raise ConfigError(
+                f"no trial of this sweep reports {metric!r}; {did}"
+                f"they report: {', '.join(sorted(reported))}",
+                field=field,
+                value=metric,
+            )
 
 
 def _check_comm(spec: SweepSpec) -> None:

@@ -79,6 +79,20 @@ def validate(cfg: TrialConfig, task: Task) -> None:
         dass.validate(cfg)
 
 
+NAS_METRICS = {
+    "random-nas": ("nas/search_steps", "nas/search_s", "nas/best_score", "nas/candidates"),
+    "dass": ("nas/search_steps", "nas/search_s", "search/loss", "search/acc"),
+    "darts": ("nas/search_steps", "nas/search_s", "search/loss", "search/acc"),
+}
+
+
+def reported_metrics(cfg: TrialConfig, task: Task, workers: int = 1) -> set[str]:
+    """The metric names a trial of ``cfg`` reports, its NAS pipeline's included."""
+    from spx.workers.loop import reported_metrics as loop_metrics
+
+    return loop_metrics(cfg, task, workers) | set(NAS_METRICS.get(cfg.nas.method, ()))
+
+
 def run_trial(
     cfg: TrialConfig,
     task: Task,

@@ -36,6 +36,8 @@ class Task:
     """Base class of a workload. ``data_dir`` is where built datasets are cached."""
 
     name: ClassVar[str]
+    eval_metrics: ClassVar[tuple[str, ...]] = ("val/loss", "val/acc")
+    """What ``evaluate`` returns; a sweep's objective must be among what a trial reports."""
     data_dir: Path = field(default_factory=lambda: Path(".spx/data"))
 
     def validate(self, cfg: TrialConfig) -> None:
