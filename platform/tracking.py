@@ -37,6 +37,8 @@ _REQUEST_ERRORS = frozenset(
 
 
 def _quiet() -> None:
+    # No artifact progress bars in the user's terminal (appending to a table downloads it).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("alembic", "mlflow", "mlflow.store", "mlflow.tracking"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
