@@ -219,6 +219,17 @@ class CommConfig(_Node):
         return 0.9 if self.strategy == "diloco" else 0.0
 
 
+class DeepSpeedConfig(_Node):
+    """DeepSpeed's engine for the inner steps (``engine: deepspeed``; ``engine.py``)."""
+
+    zero_stage: int = Field(
+        0,
+        ge=0,
+        le=2,
+        description="ZeRO stage: 0 none, 1 partitions optimizer state, 2 also gradients",
+    )
+
+
 DARTS_OPS = ("none", "skip", "max-pool", "avg-pool", "sep-conv-3", "dil-conv-3")
 SPARSE_OPS = ("sparse-conv-3", "sparse-conv-5")
 
@@ -269,6 +280,7 @@ class TrialConfig(_Node):
     train: TrainConfig = TrainConfig()
     prune: PruneConfig = PruneConfig()
     comm: CommConfig = CommConfig()
+    deepspeed: DeepSpeedConfig = DeepSpeedConfig()
     nas: NasConfig = NasConfig()
 
     @model_validator(mode="after")
@@ -281,6 +293,13 @@ class TrialConfig(_Node):
                 "prune.rewind_step",
                 p.rewind_step,
             )
+        return self
+
+    @model_validator(mode="after")
+    def _engine_fits(self) -> TrialConfig:
+        from spx.workers.engine import check  # late: the engine imports this module's types
+
+        check(self)
         return self
 
     @classmethod

@@ -12,6 +12,10 @@ mask update it also hands over the per-layer density table, when the reporter ha
 the pruner's state (masks, mask RNG, method state), RNG states and counters, and a run
 resumed from one continues exactly as if it had never stopped.
 
+The steps run through the trial's engine (``engine.py``): the loop's own autograd and
+optimizer step, or DeepSpeed's engine (``engine: deepspeed``, ZeRO stage 0-2), with the
+same hooks in the same order either way.
+
 A multi-worker trial passes a :class:`~spx.workers.outer.Sync` (ALGORITHMS.md §1): the
 same loop then calls its hooks (DDP's gradient mean after backward; the DiLoCo / SparseLoCo
 outer step after every H-th step), seeds its data stream by rank, reports its comm metrics,
@@ -36,6 +40,7 @@ from spx.workers import checkpoint
 from spx.workers.accounting import Accountant
 from spx.workers.config import TrialConfig
 from spx.workers.distributed import Communicator
+from spx.workers.engine import Engine, build_engine
 from spx.workers.methods import build_pruner
 from spx.workers.outer import Sync, build_sync
 from spx.workers.pruner import Pruner
@@ -83,6 +88,7 @@ class State:
     pruner: Pruner
     accountant: Accountant
     generator: torch.Generator
+    engine: Engine
     step: int = 0
     sync: Sync | None = None
 
@@ -111,7 +117,9 @@ def build_state(cfg: TrialConfig, task: Task, rank: int = 0) -> State:
         pruner = build_pruner(cfg, model)
     accountant = Accountant.build(model, pruner.masks, task.example_input(cfg))
     generator = torch.Generator().manual_seed(cfg.train.seed + 1 + 1_000_003 * rank)
-    return State(cfg, model, build_optimizer(cfg, model), pruner, accountant, generator)
+    optimizer = build_optimizer(cfg, model)
+    engine = build_engine(cfg, model, optimizer, pruner.masks)
+    return State(cfg, model, optimizer, pruner, accountant, generator, engine)
 
 
 def train(
@@ -125,6 +133,20 @@ def train(
     but lottery, whose rounds train on); return its final metrics. With ``comm`` this is
     one worker of a group that synchronises as ``cfg.comm`` says (module docstring)."""
     state = build_state(cfg, task, comm.rank if comm is not None else 0)
+    try:
+        return _run(state, task, reporter, checkpoint_dir, comm)
+    finally:
+        state.engine.close()
+
+
+def _run(
+    state: State,
+    task: Task,
+    reporter: Reporter,
+    checkpoint_dir: Path | None,
+    comm: Communicator | None,
+) -> dict[str, float]:
+    cfg = state.cfg
     total = state.pruner.total_steps
     if comm is not None:
         state.sync = build_sync(comm, cfg.comm, state.model, total)
@@ -132,6 +154,7 @@ def train(
     if state.sync is not None:
         state.sync.check_step(state.step)
         state.sync.start(state.pruner.masks, fresh=not restored)
+        state.engine.reload()
     batches = task.batches(cfg, state.generator)
     window: list[float] = []
     started = time.perf_counter()
@@ -173,16 +196,17 @@ def advance(state: State, task: Task, batch: tuple) -> tuple[float, bool]:
 def _train_step(state: State, task: Task, batch: tuple) -> float:
     state.model.train()
     state.optimizer.zero_grad(set_to_none=True)
-    loss = task.loss(state.model, batch)
+    loss = task.loss(state.engine.module, batch)
     value = float(loss.detach())
     if not math.isfinite(value):
         raise TrialError(f"train/loss is {value} at step {state.step + 1}")
-    loss.backward()
-    if state.sync is not None:  # DDP: every worker's pruner sees the mean gradient
-        state.sync.after_backward()
+    state.engine.backward(loss)
+    if state.sync is not None and not state.engine.reduces_gradients:
+        state.sync.after_backward()  # DDP: every worker's pruner sees the mean gradient
     state.pruner.after_backward(state.step, state.optimizer)
-    state.optimizer.step()
+    state.engine.step()
     state.pruner.after_step()
+    state.engine.after_step()  # ZeRO: the master copies follow the masks (engine.py)
     return value
 
 
@@ -237,6 +261,46 @@ def _final(state: State, task: Task, cfg: TrialConfig) -> dict[str, float]:
 
 
 COMPACTABLE = ("oto", "nodes", "channel")
+LOOP_METRICS = (
+    "train/loss",
+    "time/step_s",
+    "data/tokens",
+    "model/sparsity",
+    "model/nnz",
+    "model/params",
+    "model/params_avg",
+    "model/flops",
+    "model/collapsed_layers",
+)
+COMM_METRICS = (
+    "comm/bytes_sent",
+    "comm/bytes_dense",
+    "comm/bytes_received",
+    "comm/compression",
+    "comm/syncs",
+    "comm/sync_bytes",
+    "comm/sync_bits_per_param",
+    "time/comm_s",
+    "time/compute_s",
+)
+COMPACT_METRICS = (
+    "compact/params",
+    "compact/flops",
+    "compact/params_ratio",
+    "compact/flops_ratio",
+    "compact/max_abs_diff",
+)
+
+
+def reported_metrics(cfg: TrialConfig, task: Task, workers: int = 1) -> set[str]:
+    """The metric names a trial of ``cfg`` reports (its task's, the loop's, the comm and
+    compaction ones where they apply)."""
+    names = {*LOOP_METRICS, *task.eval_metrics}
+    if workers > 1:
+        names.update(COMM_METRICS)
+    if cfg.prune.method in COMPACTABLE:
+        names.update(COMPACT_METRICS)
+    return names
 
 
 def _compaction(state: State, task: Task, cfg: TrialConfig) -> dict[str, float]:
@@ -304,4 +368,5 @@ def restore(state: State, folder: Path) -> bool:
     if state.sync is not None:
         sync = {k[len("sync/") :]: v for k, v in tensors.items() if k.startswith("sync/")}
         state.sync.load_state_dict(sync, meta["sync"])
+    state.engine.reload()
     return True
