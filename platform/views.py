@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import statistics
 from datetime import datetime
 from typing import Any
 
@@ -75,3 +76,39 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 
 def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, default=str, allow_nan=True)
+
+
+SEED = "train.seed"
+
+
+def seed_groups(
+    trials: list[TrialRow], varied: list[str], metrics: list[str]
+) -> list[dict[str, Any]]:
+    """The completed trials grouped by every varied key but ``train.seed`` (replicates, or
+    a seeds axis): per group its keys, the seed count ``n``, and ``<metric>`` mean and
+    ``<metric>_std`` (sample standard deviation; None with one seed). Empty when the sweep
+    varies no seed.
+
+    >>> from types import SimpleNamespace as T
+    >>> rows = [T(status="COMPLETED", params={"train.seed": s, "lr": lr},
+    ...           metrics={"val/acc": a}) for s, lr, a in [(0, 1, .8), (1, 1, .9), (0, 2, .5)]]
+    >>> seed_groups(rows, ["lr", "train.seed"], ["val/acc"])  # doctest: +ELLIPSIS
+    [{'lr': 1, 'n': 2, 'val/acc': 0.85..., 'val/acc_std': 0.0707...}, {'lr': 2, 'n': 1, ...}]
+    """
+    keys = [k for k in varied if k != SEED]
+    if SEED not in varied or not keys:
+        return []
+    groups: dict[str, list[TrialRow]] = {}
+    for t in trials:
+        if t.status == "COMPLETED":
+            groups.setdefault(json.dumps([t.params.get(k) for k in keys]), []).append(t)
+    out = []
+    for members in groups.values():
+        row: dict[str, Any] = {k: members[0].params.get(k) for k in keys}
+        row["n"] = len(members)
+        for m in metrics:
+            values = [float(t.metrics[m]) for t in members if (t.metrics or {}).get(m) is not None]
+            row[m] = statistics.fmean(values) if values else None
+            row[f"{m}_std"] = statistics.stdev(values) if len(values) > 1 else None
+        out.append(row)
+    return out

@@ -10,9 +10,12 @@ MODULES = [
     "spx.dashboards.frames",
     "spx.dashboards.lawfit",
     "spx.dashboards.pareto",
+    "spx.dashboards.plots",
     "spx.dashboards.query",
     "spx.dashboards.scaling",
     "spx.platform.readonly",
+    "spx.platform.views",
+    "spx.search.nas",
 ]
 
 
