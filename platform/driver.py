@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,15 +19,16 @@ from typing import Any
 
 import ray
 from ray.util.queue import Queue
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from spx.errors import ConfigError, NotFoundError
-from spx.platform import cluster
+from spx.platform import cluster, lifecycle
 from spx.platform.progress import PlainDisplay
 from spx.platform.runner import Control, TrialJob, read_journal, submit
 from spx.platform.settings import Settings, ensure_home
 from spx.platform.spec import SweepSpec, parse_spec, spec_hash, strategy_context, trial_config
 from spx.platform.store import Store, SweepRow, SweepStatus, TrialRow, TrialStatus
-from spx.platform.tracking import Tracker
+from spx.platform.tracking import Tracker, sweep_params
 from spx.search.base import EarlyStopper, Outcome, Strategy, Suggestion, Value
 from spx.search.early_stop import StopRule, build_stopper
 from spx.search.strategies import build_strategy
@@ -41,6 +43,8 @@ _CRASHES: tuple[type[BaseException], ...] = (
     ray.exceptions.ObjectLostError,
 )
 _POLL_S = 0.25
+_CANCEL_GRACE_S = 30.0
+"""A cancelled trial has this long to reach its next report before its task is killed."""
 
 
 @dataclass
@@ -105,20 +109,29 @@ class Driver:
         )
         self.tracker = Tracker(self.settings.tracking_uri, self.settings.artifacts)
         exp, parent = self._start_tracking(sweep)
-        return self._execute(sweep, exp, parent, done={})
+        # Re-read: `spx sweep stop` may have come in while MLflow was being set up.
+        return self._execute(self.store.get_sweep(sweep.name), exp, parent, done={})
 
     def resume(self, retry_failed: bool = False) -> SweepOutcome:
         """Continue a sweep whose driver died: finished trials are never run again."""
         ensure_home(self.settings)
         self.store = Store.open(self.settings.store_url)
         sweep = self.store.get_sweep(self.spec.name)
+        trials = self.store.trials(sweep.id)
+        lifecycle.claim(self.settings, sweep, trials, force=False)
         cluster.connect(self.settings.ray_address)
         self.tracker = Tracker(self.settings.tracking_uri, self.settings.artifacts)
+        for dead in lifecycle.settle(self.store, trials, self.spec.retries):
+            if dead.failed:  # its retries are spent: keep what it reported, end its run
+                lifecycle.replay_journal(self.store, self.settings, sweep, dead.trial)
+                self.tracker.set_tags(dead.trial.mlflow_run_id, {"spx.error": dead.error})
+                self.tracker.end_run(dead.trial.mlflow_run_id, "FAILED")
         exp, parent = sweep.mlflow_experiment_id, sweep.mlflow_run_id
         if exp is None:
             exp, parent = self._start_tracking(sweep)
         else:
             self.tracker.reopen(parent)
+        sweep = replace(sweep, status=SweepStatus.RUNNING)  # resuming ends an old stop request
         skip = {TrialStatus.COMPLETED, TrialStatus.PRUNED}
         if not retry_failed:
             skip.add(TrialStatus.FAILED)
@@ -133,9 +146,10 @@ class Driver:
         done: dict[int, TrialRow],
     ) -> SweepOutcome:
         """Run the sweep's trials, skipping those in ``done`` (already finished)."""
+        requested = sweep.status in lifecycle.STOP_REQUESTS
         self.store.update_sweep(
             sweep.id,
-            status=SweepStatus.RUNNING,
+            status=sweep.status if requested else SweepStatus.RUNNING,
             started=True,
             mlflow_experiment_id=exp,
             mlflow_run_id=parent,
@@ -143,6 +157,7 @@ class Driver:
         storage = study_storage_url(self.settings.store_url)
         strategy = build_strategy(self.spec.method, strategy_context(self.spec, storage))
         self.display.start(sweep.name, strategy.total)
+        lifecycle.record_driver(self.settings, sweep.name)
         status = SweepStatus.FAILED
         try:
             loop = _Loop(self, sweep, strategy, exp, parent)
@@ -150,7 +165,7 @@ class Driver:
             loop.stopper = self._stopper()
             loop.warm_stopper()
             loop.run()
-            status = SweepStatus.COMPLETED
+            status = SweepStatus.STOPPED if loop.stopping else SweepStatus.COMPLETED
         except KeyboardInterrupt:
             status = SweepStatus.STOPPED
             raise
@@ -158,6 +173,14 @@ class Driver:
             self.display.stop()
             self.store.update_sweep(sweep.id, status=status, finished=True)
             self.tracker.end_run(parent, "FINISHED" if status == "COMPLETED" else "KILLED")
+            lifecycle.forget_driver(self.settings, sweep.name)
+            if self.tracker.failures:
+                log.warning(
+                    "%d MLflow calls failed or were skipped; `spx sweep sync %s` copies the "
+                    "store into MLflow",
+                    self.tracker.failures,
+                    sweep.name,
+                )
         return self.outcome(sweep.name)
 
     def _stopper(self) -> EarlyStopper | None:
@@ -173,12 +196,7 @@ class Driver:
         exp = self.tracker.experiment(self.spec.name)
         if exp is None:
             return None, None
-        params = {
-            "sweep.method": self.spec.method,
-            "sweep.task": self.spec.task,
-            "sweep.seed": self.spec.seed,
-            **{f"fixed.{k}": v for k, v in self.spec.fixed.items()},
-        }
+        params = sweep_params(self.spec)
         parent = self.tracker.start_run(exp, self.spec.name, params, tags={"spx.sweep": sweep.name})
         self.tracker.log_text(parent, self.spec_text, "sweep.yaml")
         return exp, parent
@@ -237,8 +255,10 @@ class _Loop:
     ):
         self.d, self.sweep, self.strategy = driver, sweep, strategy
         self.exp, self.parent = exp, parent
-        self.queue = Queue()
-        self.control = Control.remote()  # type: ignore[attr-defined]
+        # Pinned beside the driver: a worker node that dies must not take them along.
+        here = {"scheduling_strategy": _this_node()}
+        self.queue = Queue(actor_options=here)
+        self.control = Control.options(**here).remote()  # type: ignore[attr-defined]
         self.stopper: EarlyStopper | None = None
         target = driver.spec.stop_target()
         self.stop_metric = target[0] if target else None
@@ -247,10 +267,17 @@ class _Loop:
         self.exhausted = False
         self.folder = checkpoint_folder(driver.settings, sweep)
         self.done: dict[int, TrialRow] = {}
+        self.watch = lifecycle.Watch(driver.store, sweep)
+        self.stopping = False
+        """`spx sweep stop` asked for no new trials (running ones finish)."""
+        self.cancelled: set[int] = set()
+        """Trials `spx sweep stop --cancel` asked to stop."""
+        self.kill_at: float | None = None
 
     def run(self) -> None:
         try:
             while True:
+                self._obey()
                 self._fill()
                 if not self.running:
                     break
@@ -271,9 +298,26 @@ class _Loop:
                 self.stopper.should_stop(number, step, value)
             self.stopper.finish(number, Outcome(str(trial.status)))
 
+    def _obey(self) -> None:
+        """Act on a stop request; a cancelled trial that never reports is killed in the end."""
+        request = self.watch.poll(r.trial.id for r in self.running.values())
+        if request is not None and not self.stopping:
+            self.stopping = True
+            log.warning("stop requested: no new trials start; running ones finish")
+        if request == SweepStatus.CANCELLING and self.kill_at is None:
+            log.warning("cancel requested: running trials stop at their next report")
+            self.kill_at = time.monotonic() + _CANCEL_GRACE_S
+            for running in self.running.values():
+                self.cancelled.add(running.trial.number)
+                self.control.stop.remote(running.trial.number)
+        if self.kill_at is not None and time.monotonic() > self.kill_at:
+            self.kill_at = math.inf
+            for ref in self.running:
+                ray.cancel(ref, force=True)
+
     def _fill(self) -> None:
         limit = self.d.spec.resources.concurrent
-        while not self.exhausted and len(self.running) < limit:
+        while not self.stopping and not self.exhausted and len(self.running) < limit:
             suggestion = self.strategy.ask()
             if suggestion is None:
                 self.exhausted = True
@@ -384,29 +428,35 @@ class _Loop:
         self.by_number.pop(number, None)
         try:
             result = ray.get(ref)
-        except _CRASHES as exc:
-            if running.attempt <= self.d.spec.retries:
-                self._retry(running, _error_text(exc))
-                return
-            self._failed(running, f"lost after {running.attempt} attempts: {_error_text(exc)}")
-            return
         except Exception as exc:
-            self._failed(running, _error_text(exc))
+            if number in self.cancelled:  # killed after the cancel's grace period
+                self._end(running, TrialStatus.PRUNED, lifecycle.CANCELLED)
+            elif isinstance(exc, _CRASHES) and running.attempt <= self.d.spec.retries:
+                self._retry(running, _error_text(exc))
+            elif isinstance(exc, _CRASHES):
+                error = f"lost after {running.attempt} attempts: {_error_text(exc)}"
+                self._end(running, TrialStatus.FAILED, error)
+            else:
+                self._end(running, TrialStatus.FAILED, _error_text(exc))
             return
         metrics = result["metrics"]
         pruned = result.get("pruned")
         status = TrialStatus.PRUNED if pruned is not None else TrialStatus.COMPLETED
+        cancelled = pruned is not None and number in self.cancelled
         self.d.store.update_trial(
             running.trial.id,
             status=status,
             metrics=metrics,
             step=pruned,
             node_id=result["node"],
+            error=lifecycle.CANCELLED if cancelled else None,
             finished=True,
         )
         if pruned is not None:
             self.d.tracker.set_tags(running.run_id, {"spx.status": "PRUNED"})
-        self.d.tracker.end_run(running.run_id, "FINISHED")
+        if cancelled:
+            self.d.tracker.set_tags(running.run_id, {"spx.error": lifecycle.CANCELLED})
+        self.d.tracker.end_run(running.run_id, "KILLED" if cancelled else "FINISHED")
         value = _objective(self.d.spec, metrics)
         self.strategy.tell(number, value, Outcome(str(status)))
         if self.stopper is not None:
@@ -414,16 +464,15 @@ class _Loop:
         shown = metrics.get(self.d.spec.objectives[0].metric)
         self.d.display.finished(number, str(status), shown, None)
 
-    def _failed(self, running: _Running, error: str) -> None:
-        self.d.store.update_trial(
-            running.trial.id, status=TrialStatus.FAILED, error=error, finished=True
-        )
+    def _end(self, running: _Running, status: TrialStatus, error: str) -> None:
+        """A trial that returned no result: FAILED, or PRUNED when a cancel killed it."""
+        self.d.store.update_trial(running.trial.id, status=status, error=error, finished=True)
         self.d.tracker.set_tags(running.run_id, {"spx.error": error[:5000]})
-        self.d.tracker.end_run(running.run_id, "FAILED")
-        self.strategy.tell(running.trial.number, None, Outcome.FAILED)
+        self.d.tracker.end_run(running.run_id, "FAILED" if status == "FAILED" else "KILLED")
+        self.strategy.tell(running.trial.number, None, Outcome(str(status)))
         if self.stopper is not None:
-            self.stopper.finish(running.trial.number, Outcome.FAILED)
-        self.d.display.finished(running.trial.number, "FAILED", None, error)
+            self.stopper.finish(running.trial.number, Outcome(str(status)))
+        self.d.display.finished(running.trial.number, str(status), None, error)
 
     def _retry(self, running: _Running, error: str) -> None:
         """The worker died: mark the attempt LOST and run it again from its checkpoint."""
@@ -449,6 +498,10 @@ class _Loop:
             )
             self.d.tracker.end_run(running.run_id, "KILLED")
         self.running.clear()
+
+
+def _this_node() -> NodeAffinitySchedulingStrategy:
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
 
 
 def _error_text(exc: BaseException) -> str:

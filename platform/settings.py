@@ -31,6 +31,8 @@ class Settings:
     store_url: str
     tracking_uri: str
     ray_address: str | None
+    lost_after_s: float = 120.0
+    """A RUNNING trial whose heartbeat is older than this is LOST (``SPX_LOST_AFTER_S``)."""
 
     @property
     def checkpoints(self) -> Path:
@@ -55,7 +57,20 @@ def resolve(
         tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
     )
     ray_address = address or os.environ.get("RAY_ADDRESS") or None
-    return Settings(home, store_url, tracking, ray_address)
+    return Settings(home, store_url, tracking, ray_address, _lost_after())
+
+
+def _lost_after() -> float:
+    text = os.environ.get("SPX_LOST_AFTER_S") or "120"
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ConfigError(
+            "must be a number of seconds above 0", field="SPX_LOST_AFTER_S", value=text
+        )
+    return seconds
 
 
 def ensure_home(settings: Settings) -> None:

@@ -184,6 +184,23 @@ class Store:
         )
         self._update(Sweep, sweep_id, values)
 
+    def request_stop(self, name: str, cancel: bool = False) -> SweepRow:
+        """Mark a PENDING or RUNNING sweep STOPPING (or CANCELLING) for its driver to see.
+
+        A cancel overrides a stop, never the reverse; a finished sweep is left alone.
+        Returns the row as it is now. Example: ``store.request_stop("s1").status``
+        """
+        target = SweepStatus.CANCELLING if cancel else SweepStatus.STOPPING
+        allowed = [SweepStatus.PENDING, SweepStatus.RUNNING, SweepStatus.STOPPING]
+        stmt = (
+            update(Sweep)
+            .where(Sweep.name == name, Sweep.status.in_([s.value for s in allowed]))
+            .values(status=target.value)
+        )
+        with self._write() as s:
+            s.connection().execute(stmt)
+        return self.get_sweep(name)
+
     # -- trials -------------------------------------------------------------------------
 
     def add_trial(self, sweep_id: int, number: int, params: dict[str, Any]) -> TrialRow:

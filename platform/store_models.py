@@ -194,6 +194,10 @@ class SweepStatus(StrEnum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     STOPPED = "STOPPED"
+    STOPPING = "STOPPING"
+    """`spx sweep stop` asked the driver to start no new trial (running ones finish)."""
+    CANCELLING = "CANCELLING"
+    """`spx sweep stop --cancel` asked the driver to stop its running trials too."""
 
 
 class TrialStatus(StrEnum):

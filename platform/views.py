@@ -107,7 +107,8 @@ def seed_groups(
         row: dict[str, Any] = {k: members[0].params.get(k) for k in keys}
         row["n"] = len(members)
         for m in metrics:
-            values = [float(t.metrics[m]) for t in members if (t.metrics or {}).get(m) is not None]
+            found = [(t.metrics or {}).get(m) for t in members]
+            values = [float(v) for v in found if v is not None]
             row[m] = statistics.fmean(values) if values else None
             row[f"{m}_std"] = statistics.stdev(values) if len(values) > 1 else None
         out.append(row)

@@ -188,6 +188,29 @@ def resume(
         raise typer.Exit(3)
 
 
+@sweep_app.command("replay")
+def replay(
+    name: str,
+    new_name: Annotated[
+        str | None, typer.Option("--name", help="the new sweep's name (default NAME-replay)")
+    ] = None,
+    store: Store_ = None,
+    tracking_uri: Tracking = None,
+    address: Address = None,
+    plain: Annotated[bool, typer.Option("--plain", help="plain lines, no live panel")] = False,
+) -> None:
+    """Run a sweep's exact trial configs again, in order, as a new sweep."""
+    from spx.platform.driver import launch as run_sweep
+    from spx.platform.replay import replay_spec
+
+    settings = _settings(store, tracking_uri, address)
+    spec, text = replay_spec(_open_store(store), name, new_name or f"{name}-replay")
+    result = run_sweep(spec, text, settings, _display(spec, plain))
+    _summary(result, settings)
+    if result.failed:
+        raise typer.Exit(3)
+
+
 @sweep_app.command("list")
 def list_sweeps(store: Store_ = None, as_json: AsJson = False) -> None:
     """List the sweeps in the store."""
@@ -248,7 +271,7 @@ def show(
     ] = False,
 ) -> None:
     """A sweep and every trial: number, status, params, final metrics."""
-    from spx.platform.views import sweep_dict, to_json, trial_dict
+    from spx.platform.views import seed_groups, sweep_dict, to_json, trial_dict
 
     db = _open_store(store)
     sweep = db.get_sweep(name)
@@ -257,18 +280,34 @@ def show(
     if pareto:
         trials, objectives = _pareto(sweep, trials)
         metrics = [*objectives, *(m for m in metrics if m not in objectives)]
-    if as_json:
-        print(
-            to_json({"sweep": sweep_dict(sweep, trials), "trials": [trial_dict(t) for t in trials]})
-        )
-        return
     varied = _varied(trials)
+    groups = [] if pareto else seed_groups(trials, varied, metrics[:2])
+    if as_json:
+        data = {"sweep": sweep_dict(sweep, trials), "trials": [trial_dict(t) for t in trials]}
+        if groups:
+            data["over_seeds"] = groups
+        print(to_json(data))
+        return
     table = Table("trial", "status", *varied, *metrics)
     for t in trials:
         m = t.metrics or {}
         cells = [f"{m[k]:.4g}" if isinstance(m.get(k), int | float) else "" for k in metrics]
         table.add_row(str(t.number), str(t.status), *(str(t.params.get(k)) for k in varied), *cells)
     out.print(table)
+    if groups:
+        keys = [k for k in groups[0] if k not in ("n", *metrics) and not k.endswith("_std")]
+        over = Table(*keys, "seeds", *(f"{m} (mean ± std)" for m in metrics[:2]))
+        over.title = "completed trials over seeds"
+        for g in groups:
+            cells = [_mean_std(g[m], g[f"{m}_std"]) for m in metrics[:2]]
+            over.add_row(*(str(g[k]) for k in keys), str(g["n"]), *cells)
+        out.print(over)
+
+
+def _mean_std(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return ""
+    return f"{mean:.4g}" if std is None else f"{mean:.4g} ± {std:.2g}"
 
 
 def _pareto(sweep, trials) -> tuple[list, list[str]]:

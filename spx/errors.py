@@ -57,5 +57,13 @@ class TrialPruned(SpxError):
         self.metrics = metrics
 
 
+class SweepBusyError(SpxError):
+    """A live driver may hold the sweep (or none does, where one is needed). Exit code 1."""
+
+
+class TrackingError(SpxError):
+    """MLflow could not be reached or refused a write where one was required (sync)."""
+
+
 class ClusterError(SpxError):
     """Ray could not be reached or cannot place what the sweep asks for."""

@@ -22,3 +22,23 @@ def run_spx(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: i
     return subprocess.run(
         [spx_exe(), *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def mlflow_content(tracking_uri: str, experiment: str) -> dict:
+    """Every run of an MLflow experiment as run name -> (status, params, spx.* tags, metric
+    histories as sorted (step, value) lists): two snapshots compare equal when nothing changed.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    content = {}
+    for run in client.search_runs([found.experiment_id]) if found else []:
+        history = {
+            key: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
+            for key in run.data.metrics
+        }
+        tags = {k: v for k, v in run.data.tags.items() if k.startswith("spx.")}
+        assert run.info.run_name not in content, f"two runs named {run.info.run_name}"
+        content[run.info.run_name] = (run.info.status, run.data.params, tags, history)
+    return content

@@ -38,6 +38,9 @@ def test_replay_reruns_the_exact_configs_and_gets_the_same_results(tmp_path):
     # CPU training from the same seed is deterministic: the same numbers come back
     for a, b in zip(original, replayed, strict=True):
         assert b.metrics["val/loss"] == pytest.approx(a.metrics["val/loss"], rel=1e-6)
-    assert "replay of sweep e2e-random (method random, seed 7)" in store.get_sweep("e2e-random-replay").spec_text
+    assert (
+        "replay of sweep e2e-random (method random, seed 7)"
+        in store.get_sweep("e2e-random-replay").spec_text
+    )
     dup = run_spx("sweep", "replay", "e2e-random", "--plain", cwd=tmp_path, env=env)
     assert dup.returncode == 2 and "e2e-random-replay" in dup.stderr
