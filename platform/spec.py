@@ -384,7 +384,8 @@ def resolve_trials(spec: SweepSpec, limit: int | None = None) -> list[TrialConfi
             except ConfigError as exc:  # name the block the offending key came from
                 fixed = exc.field in spec.fixed and exc.field not in searched
                 block = "fixed." if fixed else where
-                field = f"{block}{exc.field}" if exc.field else None
+                keyed = exc.field in known_keys()  # a trial key; else a sweep key (task)
+                field = f"{block}{exc.field}" if keyed else exc.field
                 raise ConfigError(exc.reason, field=field, value=exc.value) from None
         out.append(cfg)
     if not out:

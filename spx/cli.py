@@ -105,9 +105,7 @@ def launch(
     spec, text = load_spec(file, name)
     settings = _settings(store, tracking_uri, address)
     result = run_sweep(spec, text, settings, _display(spec, plain))
-    _summary(result, settings)
-    if result.failed:
-        raise typer.Exit(3)
+    _finish(result, settings)
 
 
 def _display(spec, plain: bool):
@@ -115,6 +113,13 @@ def _display(spec, plain: bool):
 
     goal = spec.objectives[0]
     return make_display(goal.metric, goal.goal, spec.resources.concurrent, False if plain else None)
+
+
+def _finish(result, settings) -> None:
+    """Where to look after a sweep ran; exit 3 when any trial failed."""
+    _summary(result, settings)
+    if result.failed:
+        raise typer.Exit(3)
 
 
 def _summary(result, settings) -> None:
@@ -183,9 +188,7 @@ def resume(
 
     settings = _settings(store, tracking_uri, address)
     result = resume_sweep(name, settings, lambda spec: _display(spec, plain), retry_failed)
-    _summary(result, settings)
-    if result.failed:
-        raise typer.Exit(3)
+    _finish(result, settings)
 
 
 @sweep_app.command("replay")
@@ -206,9 +209,7 @@ def replay(
     settings = _settings(store, tracking_uri, address)
     spec, text = replay_spec(_open_store(store), name, new_name or f"{name}-replay")
     result = run_sweep(spec, text, settings, _display(spec, plain))
-    _summary(result, settings)
-    if result.failed:
-        raise typer.Exit(3)
+    _finish(result, settings)
 
 
 @sweep_app.command("list")

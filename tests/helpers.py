@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -14,6 +15,17 @@ REPO = Path(__file__).resolve().parent.parent
 def spx_exe() -> str:
     found = Path(sys.executable).with_name("spx")
     return str(found) if found.exists() else (shutil.which("spx") or "spx")
+
+
+def wait_for(predicate, timeout: float = 240.0, every: float = 0.3):
+    """Poll ``predicate`` until it returns something truthy (returned), or fail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
 
 
 def run_spx(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 600):

@@ -38,6 +38,8 @@ class Task:
     name: ClassVar[str]
     eval_metrics: ClassVar[tuple[str, ...]] = ("val/loss", "val/acc")
     """What ``evaluate`` returns; a sweep's objective must be among what a trial reports."""
+    halves: ClassVar[bool] = False
+    """Whether ``batches``/``evaluate`` take the ``search`` and ``holdout`` halves."""
     data_dir: Path = field(default_factory=lambda: Path(".spx/data"))
 
     def validate(self, cfg: TrialConfig) -> None:
@@ -80,6 +82,7 @@ class DigitsMLP(Task):
     """An MLP on the 8x8 digits; reports val/loss (nats) and val/acc."""
 
     name = "digits-mlp"
+    halves = True
 
     def build_model(self, cfg: TrialConfig) -> nn.Module:
         return MLP(64, 10, cfg.model.width, cfg.model.depth)

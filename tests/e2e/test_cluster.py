@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import spx_exe
+from helpers import spx_exe, wait_for
 
 from spx.platform.store import Store
 
@@ -158,16 +158,6 @@ def _trials(home: Path):
         return []
 
 
-def _wait_for(predicate, timeout: float = 300.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError("timed out waiting")
-
-
 def test_trials_spread_over_two_nodes_and_survive_losing_one(cluster, tmp_path):
     nodes = cluster.nodes()
     assert len(nodes) == 2 and all(n["alive"] for n in nodes)
@@ -183,16 +173,20 @@ def test_trials_spread_over_two_nodes_and_survive_losing_one(cluster, tmp_path):
     )
     try:
         # Both nodes run a trial at once (one CPU each, two trials at a time).
-        running = _wait_for(
+        running = wait_for(
             lambda: (
                 {t.node_id: t for t in _trials(home) if t.status == "RUNNING" and t.node_id}
                 if len({t.node_id for t in _trials(home) if t.status == "RUNNING"} - {None}) == 2
                 else None
-            )
+            ),
+            timeout=300,
         )
         assert set(running) == {head, second}
         victim = running[second].number
-        _wait_for(lambda: any(t.number == victim and (t.step or 0) >= 300 for t in _trials(home)))
+        wait_for(
+            lambda: any(t.number == victim and (t.step or 0) >= 300 for t in _trials(home)),
+            timeout=300,
+        )
         killed = time.monotonic()
         cluster.kill_second()
         out, _ = proc.communicate(timeout=600)

@@ -6,11 +6,10 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from helpers import run_spx, spx_exe
+from helpers import run_spx, spx_exe, wait_for
 from mlflow.tracking import MlflowClient
 
 from spx.platform.store import Store
@@ -41,16 +40,6 @@ def _launch(root: Path, name: str, seeds: list[int], steps: int) -> subprocess.P
         text=True,
         start_new_session=True,
     )
-
-
-def _wait_for(predicate, timeout: float = 240.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting")
 
 
 def _store(root: Path) -> Store:
@@ -89,7 +78,7 @@ def _cleanup(proc: subprocess.Popen) -> None:
 def test_killing_a_trial_worker_resumes_it_from_its_checkpoint(tmp_path):
     proc = _launch(tmp_path, "kill-worker", [0], steps=3000)
     try:
-        _wait_for(lambda: any((t.step or 0) >= 400 for t in _trials(tmp_path, "kill-worker")))
+        wait_for(lambda: any((t.step or 0) >= 400 for t in _trials(tmp_path, "kill-worker")))
         pid_file = next((tmp_path / "home" / "checkpoints").glob("*/trial-00000/worker.pid"))
         os.kill(int(pid_file.read_text()), signal.SIGKILL)
         out, _ = proc.communicate(timeout=400)
@@ -107,7 +96,7 @@ def test_killing_a_trial_worker_resumes_it_from_its_checkpoint(tmp_path):
 def test_killing_the_driver_then_resume_runs_every_trial_exactly_once(tmp_path):
     proc = _launch(tmp_path, "kill-driver", [0, 1, 2, 3], steps=2500)
     try:
-        _wait_for(lambda: sum((t.step or 0) >= 300 for t in _trials(tmp_path, "kill-driver")) >= 2)
+        wait_for(lambda: sum((t.step or 0) >= 300 for t in _trials(tmp_path, "kill-driver")) >= 2)
         os.kill(proc.pid, signal.SIGKILL)  # the driver alone: its trials are orphaned
         proc.wait(timeout=60)
     finally:
@@ -134,7 +123,7 @@ def test_killing_the_driver_then_resume_runs_every_trial_exactly_once(tmp_path):
 def test_ctrl_c_leaves_nothing_running_and_resume_finishes(tmp_path):
     proc = _launch(tmp_path, "interrupted", [0, 1, 2], steps=2500)
     try:
-        _wait_for(lambda: any((t.step or 0) >= 300 for t in _trials(tmp_path, "interrupted")))
+        wait_for(lambda: any((t.step or 0) >= 300 for t in _trials(tmp_path, "interrupted")))
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
     finally:

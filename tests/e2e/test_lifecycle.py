@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import mlflow_content, run_spx
+from helpers import mlflow_content, run_spx, wait_for
 from mlflow.tracking import MlflowClient
 
 from spx.platform.store import Store
@@ -83,16 +83,6 @@ def home(tmp_path):
             os.killpg(json.loads(pid_file.read_text())["pid"], signal.SIGKILL)
 
 
-def _wait_for(predicate, timeout: float = 240.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError("timed out waiting")
-
-
 def _running_past(home: Home, name: str, step: int) -> bool:
     return any(t.status == "RUNNING" and (t.step or 0) >= step for t in home.trials(name))
 
@@ -113,7 +103,7 @@ def test_detach_then_stop_lets_running_trials_finish(home):
     for command in ("spx sweep status det --watch", "spx sweep logs det", "spx sweep stop det"):
         assert command in launched.stdout
     pid = home.driver_pid("det")
-    _wait_for(lambda: _running_past(home, "det", 100))
+    wait_for(lambda: _running_past(home, "det", 100))
 
     stopped = home.spx("sweep", "stop", "det")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
@@ -122,7 +112,7 @@ def test_detach_then_stop_lets_running_trials_finish(home):
     assert watched.returncode == 0, watched.stdout + watched.stderr
     assert "det: STOPPED" in watched.stdout.splitlines()[-1]
 
-    _wait_for(lambda: _gone(pid), timeout=60)
+    wait_for(lambda: _gone(pid), timeout=60)
     assert not (home.path / "run" / "det.json").exists()
     trials = home.trials("det")
     assert 2 <= len(trials) < 6  # the running ones finished; the rest never started
@@ -142,7 +132,7 @@ def test_cancel_stops_running_trials_and_marks_them(home):
     launched = home.spx("sweep", "launch", home.sweep_file("can", [0, 1, 2, 3], 20000), "--detach")
     assert launched.returncode == 0, launched.stdout + launched.stderr
     pid = home.driver_pid("can")
-    _wait_for(lambda: [(t.step or 0) >= 50 for t in home.trials("can")] == [True, True])
+    wait_for(lambda: [(t.step or 0) >= 50 for t in home.trials("can")] == [True, True])
 
     cancelled = home.spx("sweep", "stop", "can", "--cancel", "--wait")
     assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
@@ -163,9 +153,9 @@ def test_dead_driver_repair_then_resume(home):
     launched = home.spx("sweep", "launch", home.sweep_file("dead", [0, 1, 2], 1500), "--detach")
     assert launched.returncode == 0, launched.stdout + launched.stderr
     pid = home.driver_pid("dead")
-    _wait_for(lambda: sum((t.step or 0) >= 150 for t in home.trials("dead")) >= 2)
+    wait_for(lambda: sum((t.step or 0) >= 150 for t in home.trials("dead")) >= 2)
     os.killpg(pid, signal.SIGKILL)  # the driver and its local Ray: a machine gone
-    _wait_for(lambda: _gone(pid), timeout=60)
+    wait_for(lambda: _gone(pid), timeout=60)
 
     watched = home.spx("sweep", "status", "dead", "--watch")
     assert watched.returncode == 1 and "has exited" in watched.stderr, watched.stderr
