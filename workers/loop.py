@@ -91,6 +91,8 @@ class State:
     engine: Engine
     step: int = 0
     sync: Sync | None = None
+    evaluated: tuple[int, dict[str, float]] | None = None
+    """The step of the last evaluation and what it measured: the final metrics reuse it."""
 
 
 def build_optimizer(cfg: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -201,7 +203,9 @@ def _train_step(state: State, task: Task, batch: tuple) -> float:
     if not math.isfinite(value):
         raise TrialError(f"train/loss is {value} at step {state.step + 1}")
     state.engine.backward(loss)
-    if state.sync is not None and not state.engine.reduces_gradients:
+    if state.sync is not None and state.engine.reduces_gradients:
+        state.sync.reduced_by_engine()  # DeepSpeed averaged them: metered as DDP's mean
+    elif state.sync is not None:
         state.sync.after_backward()  # DDP: every worker's pruner sees the mean gradient
     state.pruner.after_backward(state.step, state.optimizer)
     state.engine.step()
@@ -242,15 +246,22 @@ def _metrics(
         "time/step_s": elapsed / len(window),
         "data/tokens": float(state.step * task.tokens_per_batch(cfg)),
     }
-    metrics.update(task.evaluate(state.model, cfg))
+    metrics.update(_evaluate(state, task, cfg))
     metrics.update(state.accountant.metrics())
     if state.sync is not None:
         metrics.update(state.sync.metrics())
     return metrics
 
 
+def _evaluate(state: State, task: Task, cfg: TrialConfig) -> dict[str, float]:
+    """The task's evaluation at this step, done once (a last report's is the final one)."""
+    if state.evaluated is None or state.evaluated[0] != state.step:
+        state.evaluated = (state.step, task.evaluate(state.model, cfg))
+    return dict(state.evaluated[1])
+
+
 def _final(state: State, task: Task, cfg: TrialConfig) -> dict[str, float]:
-    final = task.evaluate(state.model, cfg)
+    final = _evaluate(state, task, cfg)
     final.update(state.accountant.metrics())
     if state.sync is not None:
         final.update(state.sync.metrics())

@@ -77,6 +77,10 @@ class Task:
         """One example (batch of one), used to count FLOPs per example."""
         raise NotImplementedError
 
+    def prepare(self) -> None:
+        """Load (or build and cache) the data trials read. Ray workers call it as a sweep
+        starts, so a fresh worker process does not pay for it inside its first trial."""
+
 
 class DigitsMLP(Task):
     """An MLP on the 8x8 digits; reports val/loss (nats) and val/acc."""
@@ -90,7 +94,7 @@ class DigitsMLP(Task):
     def batches(
         self, cfg: TrialConfig, generator: torch.Generator, part: Part = "train"
     ) -> Iterator[Batch]:
-        data = digits.part(part)
+        data = digits.part(part, self.data_dir)
         while True:
             idx = torch.randint(len(data.y), (cfg.train.batch_size,), generator=generator)
             yield data.x[idx], data.y[idx]
@@ -100,7 +104,7 @@ class DigitsMLP(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, cfg: TrialConfig, part: Part = "val") -> dict[str, float]:
-        val = digits.part(part)
+        val = digits.part(part, self.data_dir)
         logits = model(val.x)
         return {
             "val/loss": float(F.cross_entropy(logits, val.y)),
@@ -108,7 +112,10 @@ class DigitsMLP(Task):
         }
 
     def example_input(self, cfg: TrialConfig) -> Tensor:
-        return digits.load()[0].x[:1]
+        return digits.load(self.data_dir)[0].x[:1]
+
+    def prepare(self) -> None:
+        digits.load(self.data_dir)
 
 
 class DigitsCNN(DigitsMLP):
@@ -181,6 +188,9 @@ class CodeGPT(Task):
 
     def example_input(self, cfg: TrialConfig) -> Tensor:
         return torch.zeros(1, cfg.model.context, dtype=torch.long)
+
+    def prepare(self) -> None:
+        corpus.load(self.data_dir)
 
 
 def _whole_splits_only(task: str, part: str) -> None:

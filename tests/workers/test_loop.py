@@ -169,3 +169,19 @@ def test_a_reporter_can_stop_a_trial_early_keeping_its_checkpoint(tmp_path):
     assert info.value.step == 40
     assert info.value.metrics["val/acc"] > 0.1
     assert json.loads((tmp_path / "ckpt" / "state.json").read_text())["step"] == 40
+
+
+def test_the_final_metrics_are_the_last_reports_evaluation_done_once():
+    class Counting(DigitsMLP):
+        calls = 0
+
+        def evaluate(self, model, cfg, part="val"):
+            Counting.calls += 1
+            return super().evaluate(model, cfg, part)
+
+    rep = ListReporter()
+    final = train(_cfg(), Counting(), rep)
+    last_step, last = rep.rows[-1]
+    assert last_step == 60
+    assert final["val/loss"] == last["val/loss"] and final["val/acc"] == last["val/acc"]
+    assert Counting.calls == 3  # one per report (steps 20, 40, 60), none again at the end
