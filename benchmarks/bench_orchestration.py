@@ -181,11 +181,12 @@ def spx_window(home: Path) -> dict:
         "last_end": max(r["finished"] for r in rows),
         "store_window": max(r["finished"] for r in rows) - min(r["started"] for r in rows),
         "phases": phases(rows),
+        "slots_start": sorted(r["worker"] for r in rows)[:2],
     }
 
 
-def phases(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Median ms of each phase of a trial, after the first round (warm Ray workers)."""
+def phases(rows: list[dict[str, float]]) -> dict[str, tuple[float, float]]:
+    """Median and mean ms of each phase of a trial, after the first round (warm Ray workers)."""
     ends = sorted(r["finished"] for r in rows)
     warm = [r for r in rows if r["started"] > ends[0]]
     gaps = []
@@ -193,8 +194,8 @@ def phases(rows: list[dict[str, float]]) -> dict[str, float]:
         before = [e for e in ends if e <= r["created"]]
         gaps.append(r["created"] - before[-1])
     spans = {
-        "previous trial ended -> add_trial (tell, end_run, ask)": gaps,
-        "add_trial -> started_at (MLflow start_run, log_text, update_trial)": [
+        "previous trial ended -> add_trial (driver: takes the suggestion asked ahead)": gaps,
+        "add_trial -> started_at (store: the trial is RUNNING)": [
             r["started"] - r["created"] for r in warm
         ],
         "started_at -> worker runs (Ray task submission)": [
@@ -203,11 +204,13 @@ def phases(rows: list[dict[str, float]]) -> dict[str, float]:
         "worker runs -> report written (build, 0.5 s step, checkpoint, eval)": [
             r["reported"] - r["worker"] for r in warm
         ],
-        "report -> finished_at (final eval, return, driver stores report)": [
+        "report -> finished_at (final eval, return, driver stores report and end)": [
             r["finished"] - r["reported"] for r in warm
         ],
     }
-    return {k: 1000 * statistics.median(v) for k, v in spans.items() if v}
+    return {
+        k: (1000 * statistics.median(v), 1000 * statistics.fmean(v)) for k, v in spans.items() if v
+    }
 
 
 def run_child(tool: str, args: argparse.Namespace, root: Path) -> dict:
@@ -229,7 +232,7 @@ PROFILED = [
         "MLflow client (Tracker.__init__: import, DB migrations)",
         "spx.platform.tracking:Tracker.__init__",
     ),
-    ("trial loop (_Loop.run)", "spx.platform.driver:_Loop.run"),
+    ("trial loop (Scheduler.run)", "spx.platform.scheduler:Scheduler.run"),
     ("  ray.wait (idle: trials run)", "ray:wait"),
     ("  strategy.ask (TPE on the SQLite study)", "spx.search.optuna_search:OptunaSearch.ask"),
     ("  strategy.tell", "spx.search.optuna_search:OptunaSearch.tell"),
@@ -273,7 +276,7 @@ def profile_table(path: Path, trials: int) -> str:
         if hit is None:
             continue
         calls, cum = hit[1], hit[3]
-        if target.endswith("_Loop.run"):
+        if target.endswith("Scheduler.run"):
             loop = cum
         elif label.startswith("  "):
             inside += cum
@@ -353,9 +356,11 @@ def main() -> None:
     print()
     print(table(results, args))
     if "spx" in results:
-        print("\nspx, median ms per warm trial in each phase:")
-        for name, ms in results["spx"]["phases"].items():
-            print(f"  {ms:7.1f}  {name}")
+        print("\nspx, ms per warm trial in each phase (median, mean):")
+        for name, (ms, mean) in results["spx"]["phases"].items():
+            print(f"  {ms:7.1f} {mean:7.1f}  {name}")
+        first, second = results["spx"]["slots_start"]
+        print(f"  the second slot's first trial began {second - first:.2f} s after the first's")
     if args.profile:
         root = Path(tempfile.mkdtemp(prefix="bench-orch-profile-"))
         prof = root / "spx.prof"

@@ -69,6 +69,8 @@ def test_store_has_every_trial_with_its_target_sparsity(launched):
     dense, sparse = trials[0].metrics, trials[2].metrics
     assert sparse["model/params"] < dense["model/params"]
     assert dense["model/params_avg"] == dense["model/params"]
+    # the workers' warm-up (Task.prepare) cached the data once for every later process
+    assert (root / "home" / "data" / "digits.npz").is_file()
 
 
 def test_mlflow_has_a_parent_run_and_one_child_per_trial(launched):

@@ -1,0 +1,437 @@
+"""The trial loop: keeps ``resources.concurrent`` trials in flight and records what they do.
+
+Two threads. The *slot* thread (``Scheduler.run``) turns the loop::
+
+    obey stop requests -> fill free slots -> ask ahead -> wait for a trial -> drain -> finish
+
+and does only what a free slot waits for: store writes and Ray calls, a few milliseconds
+a trial. Everything else, the MLflow runs and metrics, telling the strategy and asking it
+for the next trial, goes in order to one *bookkeeping* thread, which runs while the trials
+do; a remote MLflow server or a slow sampler never holds a slot free. Its errors surface in
+the slot thread, which fails the sweep as before (MLflow's own failures are only counted:
+see tracking.py).
+
+The strategy is asked one trial *ahead*: the suggestion that fills the next free slot is
+asked while the slots are full. So a suggestion knows the results of all but the
+``concurrent`` most recent trials (asked when a slot frees, it would know all but
+``concurrent - 1``); `spx sweep replay` re-runs the stored configs either way.
+
+The store is written by the slot thread, first and synchronously (a trial's row is
+RUNNING before its task is submitted, COMPLETED with its metrics before its bookkeeping is
+queued), so a driver that dies with bookkeeping queued loses nothing the store promised;
+the MLflow side of it is what ``spx sweep sync`` backfills.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ray
+from ray.util.queue import Queue
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from spx.platform import lifecycle
+from spx.platform.runner import Control, TrialJob, read_journal, submit
+from spx.platform.spec import SweepSpec, trial_config
+from spx.platform.store import SweepRow, SweepStatus, TrialRow, TrialStatus
+from spx.search.base import EarlyStopper, Outcome, Strategy, Suggestion, Value
+
+if TYPE_CHECKING:
+    from spx.platform.driver import Driver
+
+log = logging.getLogger("spx.driver")
+# A trial's process or node went away: the trial itself did nothing wrong, so it may retry.
+_CRASHES: tuple[type[BaseException], ...] = (
+    ray.exceptions.WorkerCrashedError,
+    ray.exceptions.NodeDiedError,
+    ray.exceptions.OwnerDiedError,
+    ray.exceptions.ObjectLostError,
+)
+_POLL_S = 0.25
+_CANCEL_GRACE_S = 30.0
+"""A cancelled trial has this long to reach its next report before its task is killed."""
+
+
+@dataclass
+class _Running:
+    trial: TrialRow
+    run_id: str | None
+    params: dict[str, Any]
+    config: dict[str, Any]
+    attempt: int
+    logged_step: int = 0
+    """Reports up to here are already in MLflow: a retried attempt re-reports them."""
+
+
+class Scheduler:
+    """One pass over the strategy's suggestions with bounded concurrency."""
+
+    def __init__(
+        self,
+        driver: Driver,
+        sweep: SweepRow,
+        strategy: Strategy,
+        exp: str | None,
+        parent: str | None,
+        done: dict[int, TrialRow],
+        stopper: EarlyStopper | None,
+        folder: Path,
+    ):
+        self.d, self.sweep, self.strategy = driver, sweep, strategy
+        self.exp, self.parent = exp, parent
+        self.done = done
+        """Trials of a resumed sweep that already ran to their end."""
+        self.stopper = stopper
+        self.folder = folder
+        # Pinned beside the driver: a worker node that dies must not take them along.
+        here = {"scheduling_strategy": _this_node()}
+        self.queue = Queue(actor_options=here)
+        self.control = Control.options(**here).remote()  # type: ignore[attr-defined]
+        target = driver.spec.stop_target()
+        self.stop_metric = target[0] if target else None
+        self.running: dict[ray.ObjectRef, _Running] = {}
+        self.by_number: dict[int, _Running] = {}
+        self.books = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spx-bookkeeping")
+        self.queued: list[Future[None]] = []
+        """Bookkeeping handed to the bookkeeping thread and not yet seen to have succeeded."""
+        self.ahead: Future[Suggestion | None] | None = None
+        """The suggestion that fills the next free slot, asked while the slots were full."""
+        self.exhausted = False
+        self.watch = lifecycle.Watch(driver.store, sweep)
+        self.stopping = False
+        """`spx sweep stop` asked for no new trials (running ones finish)."""
+        self.cancelled: set[int] = set()
+        """Trials `spx sweep stop --cancel` asked to stop."""
+        self.kill_at: float | None = None
+        self._warm_stopper()
+
+    def run(self) -> None:
+        try:
+            while True:
+                self._obey()
+                self._fill()
+                self._ask_ahead()
+                self._check_books()
+                if not self.running:
+                    break
+                done, _ = ray.wait(list(self.running), num_returns=1, timeout=_POLL_S)
+                self._drain()
+                for ref in done:
+                    self._finish(ref)
+            for future in self.queued:
+                future.result()  # the last trials' bookkeeping, and its errors
+            if self.ahead is not None:
+                self.ahead.result()
+        except BaseException:
+            self._abort()
+            raise
+        finally:
+            self.books.shutdown(wait=True)
+
+    def _later(self, call: Callable[[], None]) -> None:
+        """Queue bookkeeping on the bookkeeping thread (in order, after what is queued)."""
+        self.queued.append(self.books.submit(call))
+
+    def _to_run(self, running: _Running, call: Callable[..., None], *args: Any) -> None:
+        """Queue ``call(run_id, *args)`` on the trial's MLflow run; the id is read when the
+        call runs, after the run was opened (bookkeeping runs in order)."""
+        self._later(lambda: call(running.run_id, *args))
+
+    def _check_books(self) -> None:
+        """Raise what the bookkeeping thread raised; forget what it finished."""
+        for future in [f for f in self.queued if f.done()]:
+            self.queued.remove(future)
+            future.result()
+
+    def _warm_stopper(self) -> None:
+        """Resumed sweep: replay the finished trials' curves so the stopper compares with them."""
+        if self.stopper is None or self.stop_metric is None:
+            return
+        for number, trial in sorted(self.done.items()):
+            for _, step, _, value in self.d.store.metric_history([trial.id], [self.stop_metric]):
+                self.stopper.should_stop(number, step, value)
+            self.stopper.finish(number, Outcome(str(trial.status)))
+
+    def _obey(self) -> None:
+        """Act on a stop request; a cancelled trial that never reports is killed in the end."""
+        request = self.watch.poll(r.trial.id for r in self.running.values())
+        if request is not None and not self.stopping:
+            self.stopping = True
+            log.warning("stop requested: no new trials start; running ones finish")
+        if request == SweepStatus.CANCELLING and self.kill_at is None:
+            log.warning("cancel requested: running trials stop at their next report")
+            self.kill_at = time.monotonic() + _CANCEL_GRACE_S
+            for running in self.running.values():
+                self.cancelled.add(running.trial.number)
+                self.control.stop.remote(running.trial.number)
+        if self.kill_at is not None and time.monotonic() > self.kill_at:
+            self.kill_at = math.inf
+            for ref in self.running:
+                ray.cancel(ref, force=True)
+
+    # -- filling slots ---------------------------------------------------------------
+
+    def _fill(self) -> None:
+        limit = self.d.spec.resources.concurrent
+        while not self.stopping and not self.exhausted and len(self.running) < limit:
+            # Only the bookkeeping thread touches the strategy: a suggestion not asked
+            # ahead is asked there too, after the tells queued before it.
+            ahead, self.ahead = self.ahead or self.books.submit(self._next), None
+            suggestion = ahead.result()
+            if suggestion is None:
+                self.exhausted = True
+                return
+            self._submit(suggestion)
+
+    def _ask_ahead(self) -> None:
+        if self.ahead is None and not self.exhausted and not self.stopping and self.running:
+            self.ahead = self.books.submit(self._next)
+
+    def _next(self) -> Suggestion | None:
+        """The strategy's next suggestion that has not already run (None: it is done)."""
+        while (suggestion := self.strategy.ask()) is not None:
+            finished = self.done.get(suggestion.number)
+            if finished is None:
+                return suggestion
+            # A resumed sweep: this trial already ran to its end; the strategy hears so.
+            value = objective_value(self.d.spec, finished.metrics)
+            self.strategy.tell(suggestion.number, value, Outcome(str(finished.status)))
+        return None
+
+    def _submit(self, suggestion: Suggestion) -> None:
+        cfg = trial_config(self.d.spec, suggestion.params)
+        params = cfg.flat()
+        trial = self.d.store.add_trial(self.sweep.id, suggestion.number, params)
+        running = _Running(
+            trial, trial.mlflow_run_id, suggestion.params, cfg.model_dump(), trial.attempt
+        )
+        self._start(running)
+        if running.run_id is None:
+            text = cfg.model_dump_json
+            self._later(lambda: self._open_run(running, params, text(indent=2)))
+
+    def _open_run(self, running: _Running, params: dict[str, Any], config_json: str) -> None:
+        """(Bookkeeping) the trial's MLflow run, a child of the sweep's; its id to the store."""
+        if self.exp is None:
+            return
+        number = running.trial.number
+        run_id = self.d.tracker.start_run(
+            self.exp,
+            f"trial-{number}",
+            params,
+            parent=self.parent,
+            tags={"spx.sweep": self.sweep.name, "spx.trial": str(number)},
+        )
+        if run_id is not None:
+            running.run_id = run_id
+            self.d.tracker.log_text(run_id, config_json, "trial_config.json")
+            self.d.store.update_trial(running.trial.id, mlflow_run_id=run_id)
+
+    def _start(self, running: _Running) -> None:
+        """A new attempt of the trial: RUNNING in the store, then its task submitted."""
+        trial, before = running.trial, running.attempt
+        running.attempt += 1
+        trial_dir = self.folder / f"trial-{trial.number:05d}"
+        self.d.store.update_trial(
+            trial.id,
+            status=TrialStatus.RUNNING,
+            attempt=running.attempt,
+            started=True,
+            heartbeat=True,
+        )
+        if before:  # a resumed or retried trial: store what no driver stored, reopen its run
+            self._replay(running, trial_dir)
+            self._to_run(running, self.d.tracker.reopen)
+        r = self.d.spec.resources
+        job = TrialJob(
+            number=trial.number,
+            attempt=running.attempt,
+            config=running.config,
+            trial_dir=str(trial_dir),
+            data_dir=str(self.d.settings.home / "data"),
+            threads=max(1, int(r.cpus_per_worker)),
+        )
+        ref = submit(
+            job, self.queue, self.control, r.cpus_per_worker, r.gpus_per_worker, r.workers_per_trial
+        )
+        self.running[ref] = running
+        self.by_number[trial.number] = running
+
+    def _replay(self, running: _Running, trial_dir: Path) -> None:
+        """Store what an earlier attempt reported but no driver stored (from its journal)."""
+        store, trial = self.d.store, running.trial
+        stored = {step for _, step, _, _ in store.metric_history([trial.id])}
+        for step, metrics in read_journal(trial_dir):
+            if step not in stored:
+                rows = [(step, name, float(value)) for name, value in metrics.items()]
+                store.upsert_metrics(trial.id, rows)
+                self._to_run(running, self.d.tracker.log_metrics, rows)
+                stored.add(step)
+        running.logged_step = max(stored, default=running.logged_step)
+
+    # -- what trials send and return --------------------------------------------------
+
+    def _drain(self) -> None:
+        size = self.queue.qsize()
+        if not size:
+            return
+        for event in self.queue.get_nowait_batch(size):
+            running = self.by_number.get(event["number"])
+            if running is None:
+                continue
+            if event.get("attempt") != running.attempt:
+                continue  # a report from an attempt already given up on
+            if event["kind"] == "started":
+                self.d.store.update_trial(running.trial.id, node_id=event["node"], heartbeat=True)
+                self.d.display.started(event["number"], running.params)
+            elif event["kind"] == "report":
+                self._record(running, event["step"], event["metrics"])
+            elif event["kind"] == "table":
+                name = f"{event['name']}.json"
+                self._to_run(running, self.d.tracker.log_table, event["table"], name)
+
+    def _record(self, running: _Running, step: int, metrics: dict[str, float]) -> None:
+        rows = [(step, name, float(value)) for name, value in metrics.items()]
+        self.d.store.upsert_metrics(running.trial.id, rows)
+        self.d.store.update_trial(running.trial.id, step=step, heartbeat=True)
+        if step > running.logged_step:
+            running.logged_step = step
+            self._to_run(running, self.d.tracker.log_metrics, rows)
+        self.d.display.reported(running.trial.number, step, metrics)
+        value = metrics.get(self.stop_metric) if self.stop_metric else None
+        if self.stopper is None or value is None:
+            return
+        if self.stopper.should_stop(running.trial.number, step, float(value)):
+            self.control.stop.remote(running.trial.number)
+
+    def _finish(self, ref: ray.ObjectRef) -> None:
+        running = self.running.pop(ref)
+        number = running.trial.number
+        self.by_number.pop(number, None)
+        try:
+            result = ray.get(ref)
+        except Exception as exc:
+            if number in self.cancelled:  # killed after the cancel's grace period
+                self._end(running, TrialStatus.PRUNED, lifecycle.CANCELLED)
+            elif isinstance(exc, _CRASHES) and running.attempt <= self.d.spec.retries:
+                self._retry(running, _error_text(exc))
+            elif isinstance(exc, _CRASHES):
+                error = f"lost after {running.attempt} attempts: {_error_text(exc)}"
+                self._end(running, TrialStatus.FAILED, error)
+            else:
+                self._end(running, TrialStatus.FAILED, _error_text(exc))
+            return
+        metrics = result["metrics"]
+        pruned = result.get("pruned")
+        status = TrialStatus.PRUNED if pruned is not None else TrialStatus.COMPLETED
+        cancelled = pruned is not None and number in self.cancelled
+        self.d.store.update_trial(
+            running.trial.id,
+            status=status,
+            metrics=metrics,
+            step=pruned,
+            node_id=result["node"],
+            error=lifecycle.CANCELLED if cancelled else None,
+            finished=True,
+        )
+        tags = {"spx.status": "PRUNED"} if pruned is not None else {}
+        if cancelled:
+            tags["spx.error"] = lifecycle.CANCELLED
+        value = objective_value(self.d.spec, metrics)
+        self._ended(running, status, "KILLED" if cancelled else "FINISHED", tags, value)
+        shown = metrics.get(self.d.spec.objectives[0].metric)
+        self.d.display.finished(number, str(status), shown, None)
+
+    def _end(self, running: _Running, status: TrialStatus, error: str) -> None:
+        """A trial that returned no result: FAILED, or PRUNED when a cancel killed it."""
+        self.d.store.update_trial(running.trial.id, status=status, error=error, finished=True)
+        run_status = "FAILED" if status == "FAILED" else "KILLED"
+        self._ended(running, status, run_status, {"spx.error": error[:5000]}, None)
+        self.d.display.finished(running.trial.number, str(status), None, error)
+
+    def _ended(
+        self,
+        running: _Running,
+        status: TrialStatus,
+        run_status: str,
+        tags: dict[str, str],
+        value: Value | None,
+    ) -> None:
+        """A stored end: the stopper hears now; the MLflow run and the strategy in order."""
+        number, outcome = running.trial.number, Outcome(str(status))
+        if self.stopper is not None:
+            self.stopper.finish(number, outcome)
+
+        def bookkeeping() -> None:
+            if tags:
+                self.d.tracker.set_tags(running.run_id, tags)
+            self.d.tracker.end_run(running.run_id, run_status)
+            self.strategy.tell(number, value, outcome)
+
+        self._later(bookkeeping)
+
+    def _retry(self, running: _Running, error: str) -> None:
+        """The worker died: mark the attempt LOST and run it again from its checkpoint."""
+        self.d.store.update_trial(running.trial.id, status=TrialStatus.LOST, error=error)
+        self.d.display.finished(running.trial.number, "LOST", None, f"{error}; retrying")
+        self._start(running)
+
+    def _abort(self) -> None:
+        """Interrupted or crashed: stop what runs and leave nothing marked RUNNING."""
+        try:
+            self._drain()
+        except Exception:  # the queue may be gone with Ray; what was stored stays stored
+            log.debug("could not drain the report queue while aborting", exc_info=True)
+        for ref, running in list(self.running.items()):
+            ray.cancel(ref, force=True)
+            # LOST, not FAILED: `spx sweep resume` continues it from its checkpoint.
+            self.d.store.update_trial(
+                running.trial.id,
+                status=TrialStatus.LOST,
+                error="interrupted: the sweep was stopped",
+            )
+            self._to_run(running, self.d.tracker.end_run, "KILLED")
+        self.running.clear()
+        # Best effort: the store already holds everything this would tell MLflow.
+        for future in self.queued:
+            try:
+                future.result()
+            except Exception:
+                log.debug("bookkeeping failed while aborting", exc_info=True)
+
+
+def objective_value(spec: SweepSpec, metrics: dict[str, Any] | None) -> Value | None:
+    """What the strategy is told: one value, or a tuple for a multi-objective sweep."""
+    found = [metric_value(metrics, o.metric) for o in spec.objectives]
+    values = [v for v in found if v is not None]
+    if len(values) < len(found):
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def metric_value(metrics: dict[str, Any] | None, metric: str) -> float | None:
+    """A finite number reported as ``metric``, else None."""
+    value = (metrics or {}).get(metric)
+    if value is None or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _this_node() -> NodeAffinitySchedulingStrategy:
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+
+
+def _error_text(exc: BaseException) -> str:
+    """The user's error, not Ray's wrapping of it."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        return f"{type(cause).__name__}: {cause}"
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
