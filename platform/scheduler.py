@@ -212,10 +212,10 @@ class Scheduler:
         running = _Running(
             trial, trial.mlflow_run_id, suggestion.params, cfg.model_dump(), trial.attempt
         )
-        self._start(running)
-        if running.run_id is None:
+        if running.run_id is None:  # opened first: what _start queues logs to this run
             text = cfg.model_dump_json
             self._later(lambda: self._open_run(running, params, text(indent=2)))
+        self._start(running)
 
     def _open_run(self, running: _Running, params: dict[str, Any], config_json: str) -> None:
         """(Bookkeeping) the trial's MLflow run, a child of the sweep's; its id to the store."""
