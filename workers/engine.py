@@ -30,9 +30,10 @@ its own engine, stage and worker count, which its config fixes anyway); ``reload
 copies the restored weights into the master partition.
 
 Worker groups: DeepSpeed's engine averages the gradients over the group itself, so it
-stands in for ``comm.strategy: ddp`` (whose own mean, and its ``comm/*`` metering, is then
-skipped). DiLoCo and SparseLoCo train each worker alone between outer steps, which
-DeepSpeed's every-step reduction would break: :func:`check` refuses them.
+stands in for ``comm.strategy: ddp`` (whose own mean is then skipped; its ``comm/*``
+metering counts DeepSpeed's mean as the same dense payload). DiLoCo and SparseLoCo train
+each worker alone between outer steps, which DeepSpeed's every-step reduction would break:
+:func:`check` refuses them.
 
 >>> cfg = TrialConfig.from_flat("digits-mlp", {})
 >>> ds_config(cfg)["zero_optimization"], type(build_engine(cfg, None, None, None)).__name__

@@ -21,7 +21,8 @@ for sending, and masks are re-applied to θ_master after every outer step, so no
 is revived.
 
 Accounting (§1d), per worker: ``comm/bytes_sent`` (cumulative; measured from the packed
-buffers, ``WirePayload.nbytes``, or the dense tensor's bytes), ``comm/bytes_dense`` (fp32
+buffers, ``WirePayload.nbytes``, or the dense tensor's bytes; DeepSpeed's own gradient
+mean is counted as DDP's), ``comm/bytes_dense`` (fp32
 equivalent), ``comm/compression`` (their ratio), ``comm/sync_bytes`` and
 ``comm/sync_bits_per_param`` (the last sync), ``comm/bytes_received``, ``comm/syncs``,
 ``time/comm_s`` and ``time/compute_s`` (cumulative seconds).
@@ -68,6 +69,10 @@ class Sync:
 
     def after_backward(self) -> None:
         """Called between backward and the optimizer step (DDP only)."""
+
+    def reduced_by_engine(self) -> None:
+        """Called instead of ``after_backward`` when the engine (DeepSpeed) averaged the
+        gradients itself (DDP only)."""
 
     @torch.no_grad()
     def after_step(self, step: int, masks: MaskSet, changed: bool) -> None:
@@ -159,6 +164,13 @@ class DDPSync(Sync):
             p.grad = flat[offset : offset + n].view_as(g).to(g.dtype)
             offset += n
         self._count(4.0 * flat.numel(), 4.0 * flat.numel() * (self.world - 1))
+
+    def reduced_by_engine(self) -> None:
+        """DeepSpeed's engine averaged the same dense fp32 gradient inside its backward and
+        step (ZeRO 2: a reduce-scatter, then an all-gather of the weights, the same bytes
+        per worker as a ring all-reduce): counted alike, so ``comm/*`` compares across
+        engines; its time is inside the step, so ``time/comm_s`` does not grow."""
+        self._count(4.0 * self.numel, 4.0 * self.numel * (self.world - 1))
 
 
 class _OuterSync(Sync):
