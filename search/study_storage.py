@@ -5,7 +5,9 @@ so the study goes as close to the store as that allows:
 
 - PostgreSQL: the same database, in the schema ``<store schema>_optuna`` (``optuna`` when
   the store uses the default search path);
-- SQLite: a file beside the store's, ``spx.db`` → ``spx-optuna.db``;
+- SQLite: a file beside the store's, ``spx.db`` → ``spx-optuna.db``, in WAL mode with
+  ``synchronous=NORMAL`` like the store (an ask + tell commits ~15 times: this halves what
+  they cost, and optuna-dashboard reads while the driver writes);
 - an in-memory store, or no URL at all: an in-memory study (nothing to resume).
 
 >>> study_storage_url("sqlite:////tmp/home/spx.db")
@@ -59,7 +61,24 @@ def open_storage(url: str | None) -> BaseStorage:
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "postgresql":
         _create_schema(parsed)
-    return RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    storage = RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    if parsed.get_backend_name() == "sqlite":
+        # Optuna made its engine (and connections) already: start them over with the pragmas.
+        storage.engine.dispose()
+        sa.event.listen(storage.engine, "connect", _sqlite_pragmas)
+    return storage
+
+
+# busy_timeout first: switching to WAL may wait on another process's lock. NORMAL is safe
+# with WAL (a power cut can lose the last commits, never corrupt the file).
+_SQLITE_PRAGMAS = ("busy_timeout=30000", "journal_mode=WAL", "synchronous=NORMAL")
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    for pragma in _SQLITE_PRAGMAS:
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
 
 
 def _create_schema(url: sa.URL) -> None:

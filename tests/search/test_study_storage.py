@@ -55,3 +55,24 @@ def _drop_optuna_schema(admin_url: str, url: str) -> None:
     with engine.connect() as conn:
         conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
     engine.dispose()
+
+
+def test_a_sqlite_study_is_in_wal_mode_so_a_reader_never_blocks_the_driver(tmp_path):
+    import sqlite3
+
+    from spx.search.study_storage import open_storage
+
+    url = study_storage_url(f"sqlite:///{tmp_path / 'spx.db'}")
+    study = optuna.create_study(storage=open_storage(url), study_name="s")
+    trial = study.ask()
+    reader = sqlite3.connect(tmp_path / "spx-optuna.db", timeout=0.1)
+    try:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM trials").fetchone() == (1,)
+        # a dashboard holding a read transaction open: the driver still commits at once
+        trial.suggest_float("x", 0.0, 1.0)
+        study.tell(trial, 0.5)
+        assert reader.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        reader.close()
+    assert study.trials[0].value == 0.5
