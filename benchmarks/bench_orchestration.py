@@ -245,8 +245,10 @@ PROFILED = [
     ("  MLflow log_table", "spx.platform.tracking:Tracker.log_table"),
     ("  MLflow set_tags", "spx.platform.tracking:Tracker.set_tags"),
     ("  MLflow end_run", "spx.platform.tracking:Tracker.end_run"),
-    ("  report queue: qsize (a Ray actor call per loop turn)", "ray.util.queue:Queue.qsize"),
-    ("  report queue: get_nowait_batch", "ray.util.queue:Queue.get_nowait_batch"),
+    (
+        "  draining reports (one inbox call per turn, store writes)",
+        "spx.platform.scheduler:Scheduler._drain",
+    ),
     ("  Ray task submission (runner.submit)", "spx.platform.runner:submit"),
     ("  stop requests (lifecycle.Watch.poll)", "spx.platform.lifecycle:Watch.poll"),
     ("  display", "spx.platform.progress:PlainDisplay.finished"),

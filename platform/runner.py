@@ -4,12 +4,13 @@ A trial with ``resources.workers_per_trial`` R > 1 runs as a worker group (ALGOR
 §1): a coordinator task (no CPU of its own) reserves a placement group of R bundles,
 starts one :class:`GroupWorker` actor per bundle, asks rank 0 for its address and a free
 port, and the R ranks join a torch.distributed group there (gloo; NCCL with CUDA) with a
-collective timeout. Rank 0 reports through the queue like a single-worker trial; the
+collective timeout. Rank 0 reports through the inbox like a single-worker trial; the
 coordinator's result is rank 0's.
 
-Reports travel through one Ray queue per sweep; the driver drains it and is the only
-writer to the store and MLflow. ``put`` is synchronous, so when a trial's task returns
-every report it made is already in the queue.
+Reports travel through one :class:`Inbox` actor per sweep; the driver takes what arrived
+once per turn and is the only writer to the store and MLflow. A report is one actor call
+that also answers whether the trial should stop early, and it is synchronous, so when a
+trial's task returns every report it made is already in the inbox.
 """
 
 from __future__ import annotations
@@ -36,48 +37,60 @@ class TrialJob:
 JOURNAL = "reports.jsonl"
 
 
-class QueueReporter:
+class InboxReporter:
     """Writes each report to the trial's journal, then sends it to the driver.
 
     The journal (``<trial dir>/reports.jsonl``, on SPX_HOME) is the write-ahead log: when
-    a driver dies with reports still in its queue, a resumed driver replays the journal
+    a driver dies with reports still in its inbox, a resumed driver replays the journal
     into the store, so nothing a trial reported is lost. A line is handed to the operating
     system before the report is sent, which survives any process dying (driver, worker,
     Ray); it is not fsync'ed against the machine itself going down, which would cost every
     report a disk flush (1-70 ms on this VM) on the trial's critical path.
     """
 
-    def __init__(self, queue: Any, number: int, attempt: int, trial_dir: Path, control: Any):
-        self.queue, self.number, self.attempt = queue, number, attempt
+    def __init__(self, inbox: Any, number: int, attempt: int, trial_dir: Path):
+        self.inbox, self.number, self.attempt = inbox, number, attempt
         self.journal = trial_dir / JOURNAL
-        self.control = control
 
-    def _send(self, event: dict[str, Any]) -> None:
-        self.queue.put({"number": self.number, "attempt": self.attempt, **event})
+    def _send(self, event: dict[str, Any]) -> bool:
+        return send(self.inbox, {"number": self.number, "attempt": self.attempt, **event})
 
     def report(self, step: int, metrics: dict[str, float]) -> bool:
         line = json.dumps({"step": step, "metrics": metrics}, allow_nan=True)
         with self.journal.open("a") as fh:
             fh.write(line + "\n")
-        self._send({"kind": "report", "step": step, "metrics": metrics})
-        return not ray.get(self.control.should_stop.remote(self.number))
+        return not self._send({"kind": "report", "step": step, "metrics": metrics})
 
     def artifact(self, step: int, name: str, table: dict[str, list]) -> None:
         self._send({"kind": "table", "step": step, "name": name, "table": table})
 
 
 @ray.remote(num_cpus=0)
-class Control:
-    """The driver's decisions that running trials poll: which trials should stop early."""
+class Inbox:
+    """What a sweep's trials send the driver (started, report and table events) and the
+    driver's one answer to them: which trials should stop early."""
 
     def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
         self.stopping: set[int] = set()
+
+    def put(self, event: dict[str, Any]) -> bool:
+        """Keep ``event``; whether its trial should stop."""
+        self.events.append(event)
+        return event["number"] in self.stopping
+
+    def take(self) -> list[dict[str, Any]]:
+        """Everything that arrived since the last take, in order."""
+        events, self.events = self.events, []
+        return events
 
     def stop(self, number: int) -> None:
         self.stopping.add(number)
 
-    def should_stop(self, number: int) -> bool:
-        return number in self.stopping
+
+def send(inbox: Any, event: dict[str, Any]) -> bool:
+    """Put ``event`` in the inbox and wait until it is there; whether to stop."""
+    return bool(ray.get(inbox.put.remote(event)))
 
 
 def read_journal(trial_dir: Path) -> list[tuple[int, dict[str, float]]]:
@@ -96,7 +109,7 @@ def read_journal(trial_dir: Path) -> list[tuple[int, dict[str, float]]]:
 
 
 def execute(
-    job: TrialJob, queue: Any, control: Any, rank: int = 0, world: int = 1, rendezvous: Any = None
+    job: TrialJob, inbox: Any, rank: int = 0, world: int = 1, rendezvous: Any = None
 ) -> dict[str, Any]:
     """Run one trial (or rank ``rank`` of a worker group of ``world``) in this process.
 
@@ -119,10 +132,10 @@ def execute(
     (folder / f"worker{suffix}.pid").write_text(str(os.getpid()))  # for `kill` and fault tests
     node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
     if rank == 0:
-        queue.put({"kind": "started", "number": job.number, "attempt": job.attempt, "node": node})
+        send(inbox, {"kind": "started", "number": job.number, "attempt": job.attempt, "node": node})
     cfg = TrialConfig.model_validate(job.config)
     task = build_task(cfg.task, Path(job.data_dir))
-    reporter = QueueReporter(queue, job.number, job.attempt, folder, control)
+    reporter = InboxReporter(inbox, job.number, job.attempt, folder)
     comm = _join(rank, world, rendezvous, cfg.comm.timeout_s) if world > 1 else None
     try:
         ckpt = folder / f"checkpoint{suffix}"
@@ -173,8 +186,8 @@ def warm_up(slots: int, cpus: float, gpus: float, task: str, data_dir: Path) -> 
 
 
 @ray.remote(max_retries=0)
-def run_trial(job_fields: dict[str, Any], queue: Any, control: Any) -> dict[str, Any]:
-    return execute(TrialJob(**job_fields), queue, control)
+def run_trial(job_fields: dict[str, Any], inbox: Any) -> dict[str, Any]:
+    return execute(TrialJob(**job_fields), inbox)
 
 
 @ray.remote(max_restarts=0)
@@ -187,13 +200,13 @@ class GroupWorker:
         return ray.util.get_node_ip_address(), free_port()
 
     def run(self, job_fields: dict[str, Any], rank: int, world: int, *rest: Any) -> dict:
-        queue, control, rendezvous = rest
-        return execute(TrialJob(**job_fields), queue, control, rank, world, rendezvous)
+        inbox, rendezvous = rest
+        return execute(TrialJob(**job_fields), inbox, rank, world, rendezvous)
 
 
 @ray.remote(num_cpus=0, max_retries=0)
 def run_group(
-    job_fields: dict[str, Any], queue: Any, control: Any, world: int, cpus: float, gpus: float
+    job_fields: dict[str, Any], inbox: Any, world: int, cpus: float, gpus: float
 ) -> dict[str, Any]:
     """Launch ``world`` ranks in one placement group, rendezvous at rank 0, wait for all.
 
@@ -214,10 +227,7 @@ def run_group(
             opts = {"num_cpus": cpus, "num_gpus": gpus, "scheduling_strategy": where}
             actors.append(GroupWorker.options(**opts).remote())  # type: ignore[attr-defined]
         rendezvous = ray.get(actors[0].address.remote())
-        refs = [
-            a.run.remote(job_fields, r, world, queue, control, rendezvous)
-            for r, a in enumerate(actors)
-        ]
+        refs = [a.run.remote(job_fields, r, world, inbox, rendezvous) for r, a in enumerate(actors)]
         return _await_all(refs)[0]
     finally:
         for actor in actors:
@@ -240,11 +250,9 @@ def _await_all(refs: list[ray.ObjectRef]) -> list[dict[str, Any]]:
     return [results[r] for r in refs]
 
 
-def submit(
-    job: TrialJob, queue: Any, control: Any, cpus: float, gpus: float, workers: int = 1
-) -> ray.ObjectRef:
+def submit(job: TrialJob, inbox: Any, cpus: float, gpus: float, workers: int = 1) -> ray.ObjectRef:
     """One ObjectRef per trial: a single task, or the coordinator of a worker group."""
     if workers > 1:
         fields = asdict(job)
-        return run_group.remote(fields, queue, control, workers, cpus, gpus)  # type: ignore[call-arg]
-    return run_trial.options(num_cpus=cpus, num_gpus=gpus).remote(asdict(job), queue, control)
+        return run_group.remote(fields, inbox, workers, cpus, gpus)  # type: ignore[call-arg]
+    return run_trial.options(num_cpus=cpus, num_gpus=gpus).remote(asdict(job), inbox)

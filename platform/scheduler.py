@@ -34,11 +34,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ray
-from ray.util.queue import Queue
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from spx.platform import lifecycle
-from spx.platform.runner import Control, TrialJob, read_journal, submit
+from spx.platform.runner import Inbox, TrialJob, read_journal, submit
 from spx.platform.spec import SweepSpec, trial_config
 from spx.platform.store import SweepRow, SweepStatus, TrialRow, TrialStatus
 from spx.search.base import EarlyStopper, Outcome, Strategy, Suggestion, Value
@@ -92,8 +91,7 @@ class Scheduler:
         self.folder = folder
         # Pinned beside the driver: a worker node that dies must not take them along.
         here = {"scheduling_strategy": _this_node()}
-        self.queue = Queue(actor_options=here)
-        self.control = Control.options(**here).remote()  # type: ignore[attr-defined]
+        self.inbox = Inbox.options(**here).remote()  # type: ignore[attr-defined]
         target = driver.spec.stop_target()
         self.stop_metric = target[0] if target else None
         self.running: dict[ray.ObjectRef, _Running] = {}
@@ -170,7 +168,7 @@ class Scheduler:
             self.kill_at = time.monotonic() + _CANCEL_GRACE_S
             for running in self.running.values():
                 self.cancelled.add(running.trial.number)
-                self.control.stop.remote(running.trial.number)
+                self.inbox.stop.remote(running.trial.number)
         if self.kill_at is not None and time.monotonic() > self.kill_at:
             self.kill_at = math.inf
             for ref in self.running:
@@ -258,9 +256,7 @@ class Scheduler:
             data_dir=str(self.d.settings.home / "data"),
             threads=max(1, int(r.cpus_per_worker)),
         )
-        ref = submit(
-            job, self.queue, self.control, r.cpus_per_worker, r.gpus_per_worker, r.workers_per_trial
-        )
+        ref = submit(job, self.inbox, r.cpus_per_worker, r.gpus_per_worker, r.workers_per_trial)
         self.running[ref] = running
         self.by_number[trial.number] = running
 
@@ -279,10 +275,7 @@ class Scheduler:
     # -- what trials send and return --------------------------------------------------
 
     def _drain(self) -> None:
-        size = self.queue.qsize()
-        if not size:
-            return
-        for event in self.queue.get_nowait_batch(size):
+        for event in ray.get(self.inbox.take.remote()):
             running = self.by_number.get(event["number"])
             if running is None:
                 continue
@@ -309,7 +302,7 @@ class Scheduler:
         if self.stopper is None or value is None:
             return
         if self.stopper.should_stop(running.trial.number, step, float(value)):
-            self.control.stop.remote(running.trial.number)
+            self.inbox.stop.remote(running.trial.number)
 
     def _finish(self, ref: ray.ObjectRef) -> None:
         running = self.running.pop(ref)
@@ -387,8 +380,8 @@ class Scheduler:
         """Interrupted or crashed: stop what runs and leave nothing marked RUNNING."""
         try:
             self._drain()
-        except Exception:  # the queue may be gone with Ray; what was stored stays stored
-            log.debug("could not drain the report queue while aborting", exc_info=True)
+        except Exception:  # the inbox may be gone with Ray; what was stored stays stored
+            log.debug("could not drain the inbox while aborting", exc_info=True)
         for ref, running in list(self.running.items()):
             ray.cancel(ref, force=True)
             # LOST, not FAILED: `spx sweep resume` continues it from its checkpoint.
