@@ -170,7 +170,10 @@ def _warm_up(task: str, data_dir: str) -> None:
     from spx.search import nas  # noqa: F401
     from spx.workers.tasks import build_task
 
-    build_task(task, Path(data_dir)).prepare()
+    try:
+        build_task(task, Path(data_dir)).prepare()
+    except Exception:  # noqa: BLE001  the first trial does the same and reports the error
+        return
 
 
 def warm_up(slots: int, cpus: float, gpus: float, task: str, data_dir: Path) -> None:
