@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -111,8 +113,13 @@ class Scheduler:
         self._warm_stopper()
 
     def run(self) -> None:
+        with _CtrlC() as ctrl_c:
+            self._run(ctrl_c)
+
+    def _run(self, ctrl_c: _CtrlC) -> None:
         try:
             while True:
+                ctrl_c.check()
                 self._obey()
                 self._fill()
                 self._ask_ahead()
@@ -398,6 +405,40 @@ class Scheduler:
                 future.result()
             except Exception:
                 log.debug("bookkeeping failed while aborting", exc_info=True)
+
+
+class _CtrlC:
+    """Ctrl-C in the driver, as a request the trial loop acts on at its next turn (within
+    ``_POLL_S``) by raising KeyboardInterrupt itself; a second Ctrl-C raises at once.
+
+    The default handler raises wherever the main thread happens to be, and Ray's waits
+    consume signals while they poll: an interrupt raised there can be lost when the awaited
+    result is ready in the same instant. A flag cannot be lost. Only the main thread may
+    set a handler; elsewhere (and when someone else's handler is in place) nothing changes.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous: Any = None
+
+    def __enter__(self) -> _CtrlC:
+        owned = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        if owned and threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
 
 
 def objective_value(spec: SweepSpec, metrics: dict[str, Any] | None) -> Value | None:
