@@ -411,10 +411,11 @@ class _CtrlC:
     """Ctrl-C in the driver, as a request the trial loop acts on at its next turn (within
     ``_POLL_S``) by raising KeyboardInterrupt itself; a second Ctrl-C raises at once.
 
-    The default handler raises wherever the main thread happens to be, and Ray's waits
-    consume signals while they poll: an interrupt raised there can be lost when the awaited
-    result is ready in the same instant. A flag cannot be lost. Only the main thread may
-    set a handler; elsewhere (and when someone else's handler is in place) nothing changes.
+    The default handler raises wherever the main thread happens to be: between a store
+    write and the bookkeeping it queues, inside SQLAlchemy or Ray. A flag makes the
+    interrupt land at a turn boundary, where every step the loop took is complete. Only the
+    main thread may set a handler, and only Python's default one is replaced: a SIGINT the
+    parent process ignores (``cmd &`` in a script) stays ignored.
     """
 
     def __init__(self) -> None:

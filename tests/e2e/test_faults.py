@@ -39,6 +39,9 @@ def _launch(root: Path, name: str, seeds: list[int], steps: int) -> subprocess.P
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        # Ctrl-C's default action, even when this runner inherited SIGINT ignored (a
+        # background job of a non-interactive shell ignores it, and so would spx).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
