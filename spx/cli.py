@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from spx.cli_ops import register as register_ops_commands
+from spx.cli_options import Address, AsJson, Plain, Store_, Tracking
 from spx.cli_read import register as register_read_commands
 from spx.errors import ConfigError, SpxError
 
@@ -30,13 +31,6 @@ sweep_app = typer.Typer(no_args_is_help=True, help="Validate, launch and inspect
 app.add_typer(sweep_app, name="sweep")
 register_read_commands(app)
 out = Console(soft_wrap=True)
-
-Store_ = Annotated[str | None, typer.Option("--store", help="results store URL (SPX_STORE_URL)")]
-Tracking = Annotated[
-    str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (MLFLOW_TRACKING_URI)")
-]
-Address = Annotated[str | None, typer.Option("--address", help="Ray cluster address (RAY_ADDRESS)")]
-AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 def _settings(store: str | None = None, tracking: str | None = None, address: str | None = None):
@@ -84,7 +78,7 @@ def launch(
     store: Store_ = None,
     tracking_uri: Tracking = None,
     address: Address = None,
-    plain: Annotated[bool, typer.Option("--plain", help="plain lines, no live panel")] = False,
+    plain: Plain = False,
     name: Annotated[str | None, typer.Option("--name", help="override the file's name")] = None,
     detach: Annotated[
         bool, typer.Option("--detach", help="run the driver in the background and return")
@@ -181,7 +175,7 @@ def resume(
     store: Store_ = None,
     tracking_uri: Tracking = None,
     address: Address = None,
-    plain: Annotated[bool, typer.Option("--plain", help="plain lines, no live panel")] = False,
+    plain: Plain = False,
 ) -> None:
     """Continue a sweep whose driver died; finished trials never run again."""
     from spx.platform.driver import resume_sweep
@@ -200,7 +194,7 @@ def replay(
     store: Store_ = None,
     tracking_uri: Tracking = None,
     address: Address = None,
-    plain: Annotated[bool, typer.Option("--plain", help="plain lines, no live panel")] = False,
+    plain: Plain = False,
 ) -> None:
     """Run a sweep's exact trial configs again, in order, as a new sweep."""
     from spx.platform.driver import launch as run_sweep

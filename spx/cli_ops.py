@@ -20,15 +20,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from spx.cli_options import Follow, Store_, Tracking
 from spx.errors import ConfigError, NotFoundError, SweepBusyError
 
 out = Console(soft_wrap=True, highlight=False)
 
-Store_ = Annotated[str | None, typer.Option("--store", help="results store URL (SPX_STORE_URL)")]
-Tracking = Annotated[
-    str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (MLFLOW_TRACKING_URI)")
-]
-Follow = Annotated[bool, typer.Option("--follow", "-f", help="keep printing until it ends")]
 _TICK_S = 0.5
 
 

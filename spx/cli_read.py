@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from spx.cli_options import AsJson, Store_
 from spx.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -21,9 +22,6 @@ if TYPE_CHECKING:
 
 analyze_app = typer.Typer(no_args_is_help=True, help="Scaling-law fits and Pareto fronts.")
 out = Console(soft_wrap=True)
-
-Store_ = Annotated[str | None, typer.Option("--store", help="results store URL (SPX_STORE_URL)")]
-AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 def register(app: typer.Typer) -> None:
