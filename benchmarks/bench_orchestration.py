@@ -27,7 +27,9 @@ given too: it also holds the first Ray workers' start-up (importing torch). The 
 N x sleep / concurrency. For spx a warm trial's turnaround is split into phases from the
 store's stamps and the trial folder's files, and ``--profile`` runs one more spx launch under
 cProfile and lists what the driver spent its time on (cProfile slows Python-heavy calls, so
-read that table for ranking, the phases for milliseconds).
+read that table for ranking, the phases for milliseconds). cProfile sees the driver's main
+thread only: what the bookkeeping thread does (MLflow, the strategy's ask and tell) shows
+as zero there; the phases time it.
 """
 
 from __future__ import annotations
