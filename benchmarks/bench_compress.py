@@ -11,11 +11,17 @@ best-of-``--repeats`` wall time of each step, its ratio to one ``torch.clone`` o
 data, and the wire bytes (``WirePayload.nbytes``) against dense fp32. On a shared machine
 pass ``--threads 1``: with busy cores every multi-threaded op can wait a scheduler tick,
 which swamps the small ops of decompress.
+
+With ``--device cuda`` the same steps run on the GPU twice in one process, once through
+the torch references (``SPX_KERNELS=reference``) and once through the Triton fast paths
+(``SPX_KERNELS=triton``), side by side; one ``torch.clone`` there is one read and one write
+of the tensor at the GPU's memory bandwidth, the yardstick of the issue's 5x goal.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 
@@ -29,48 +35,64 @@ def layer_shapes(hidden: int) -> list[tuple[int, ...]]:
     return [(d, d)] * 4 + [(4 * d, d), (d, 4 * d), (d,), (d,)]
 
 
-def make_gradient(params: int, hidden: int, seed: int = 0) -> list[torch.Tensor]:
+def make_gradient(params: int, hidden: int, device: str, seed: int = 0) -> list[torch.Tensor]:
     per_layer = sum(torch.Size(s).numel() for s in layer_shapes(hidden))
     layers = max(1, round(params / per_layer))
     gen = torch.Generator().manual_seed(seed)
-    return [torch.randn(s, generator=gen) for _ in range(layers) for s in layer_shapes(hidden)]
+    shapes = [s for _ in range(layers) for s in layer_shapes(hidden)]
+    return [torch.randn(s, generator=gen).to(device) for s in shapes]
 
 
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: allocator, thread pool
-    times = []
-    for _ in range(repeats):
+def best_time(fn: Callable[[], object], repeats: int, device: str) -> float:
+    def timed() -> float:
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    timed()  # warm-up: allocator, thread pool, kernel compilation
+    return min(timed() for _ in range(repeats))
 
 
-def run(params: int, hidden: int, repeats: int, comp: SparseLoCoCompressor) -> str:
-    grads = make_gradient(params, hidden)
+def time_steps(
+    grads: list[torch.Tensor], comp: SparseLoCoCompressor, repeats: int, device: str, kernels: str
+) -> dict[str, float]:
+    """Seconds per step with ``SPX_KERNELS=kernels``."""
+    os.environ["SPX_KERNELS"] = kernels
+    payloads = [comp.compress(g)[0] for g in grads]
+    t_comp = best_time(lambda: [comp.compress(g) for g in grads], repeats, device)
+    t_decomp = best_time(lambda: [comp.decompress(p) for p in payloads], repeats, device)
+    return {
+        "compress": t_comp,
+        "decompress": t_decomp,
+        "compress + decompress": t_comp + t_decomp,
+    }
+
+
+def run(params: int, hidden: int, repeats: int, comp: SparseLoCoCompressor, device: str) -> str:
+    grads = make_gradient(params, hidden, device)
     numel = sum(g.numel() for g in grads)
     payloads = [comp.compress(g)[0] for g in grads]
     wire = sum(p.nbytes for p in payloads)
     dense = 4 * numel
 
-    t_clone = best_time(lambda: [g.clone() for g in grads], repeats)
-    t_comp = best_time(lambda: [comp.compress(g) for g in grads], repeats)
-    t_decomp = best_time(lambda: [comp.decompress(p) for p in payloads], repeats)
-    rows = [
-        ("torch.clone", t_clone),
-        ("compress", t_comp),
-        ("decompress", t_decomp),
-        ("compress + decompress", t_comp + t_decomp),
-    ]
+    t_clone = best_time(lambda: [g.clone() for g in grads], repeats, device)
+    modes = ["reference", "triton"] if device == "cuda" else ["reference"]
+    columns = {mode: time_steps(grads, comp, repeats, device, mode) for mode in modes}
+    where = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     lines = [
         f"params {numel:,} in {len(grads)} tensors (hidden {hidden}), "
-        f"topk {comp.topk}/{comp.chunk}x{comp.chunk}, {comp.bits}-bit, "
-        f"{torch.get_num_threads()} torch threads, best of {repeats}",
+        f"topk {comp.topk}/{comp.chunk}x{comp.chunk}, {comp.bits}-bit, on {where}, "
+        f"{torch.get_num_threads()} torch threads, best of {repeats}; "
+        f"torch.clone {t_clone:.4f} s",
         "",
-        "| step | seconds | x clone |",
-        "|---|---:|---:|",
+        "| step | " + " | ".join(f"{m} s | {m} x clone" for m in modes) + " |",
+        "|---|" + "---:|---:|" * len(modes),
     ]
-    lines += [f"| {name} | {t:.3f} | {t / t_clone:.1f} |" for name, t in rows]
+    for step in columns[modes[0]]:
+        cells = [f"{columns[m][step]:.4f} | {columns[m][step] / t_clone:.1f}" for m in modes]
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "| wire bytes | fp32 bytes | fp32 / wire | bits per param |",
@@ -89,11 +111,12 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=64)
     parser.add_argument("--bits", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     comp = SparseLoCoCompressor(topk=args.topk, chunk=args.chunk, bits=args.bits)
-    print(run(args.params, args.hidden, args.repeats, comp))
+    print(run(args.params, args.hidden, args.repeats, comp, args.device))
 
 
 if __name__ == "__main__":

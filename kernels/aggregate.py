@@ -19,6 +19,8 @@ import torch
 from torch import Tensor
 
 from spx.errors import ConfigError
+from spx.kernels import fastpath
+from spx.kernels.chunking import layout_for
 from spx.kernels.compress import decode_entries
 from spx.kernels.packing import WirePayload
 
@@ -76,7 +78,22 @@ def aggregate(
     keys = {(p.shape, p.chunk) for p in payloads}
     if len(keys) != 1:
         raise ValueError(f"payloads describe different tensors, got {sorted(keys)}")
-    decoded = [decode_entries(p) for p in payloads]
     shape = payloads[0].shape
+    if fastpath.enabled(*(p.indices for p in payloads)):
+        return _aggregate_fused(payloads, SparseAgg.parse(mode)).view(shape)
+    decoded = [decode_entries(p) for p in payloads]
     flat = scatter_mean([d[0] for d in decoded], [d[1] for d in decoded], math.prod(shape), mode)
     return flat.view(shape)
+
+
+def _aggregate_fused(payloads: Sequence[WirePayload], mode: SparseAgg) -> Tensor:
+    """The GPU path of :func:`aggregate`: every payload decoded and added in place."""
+    layout = layout_for(payloads[0].shape, payloads[0].chunk)
+    device = payloads[0].indices.device
+    sums = torch.zeros(layout.numel, device=device)
+    counts = torch.zeros(layout.numel, device=device)
+    for p in payloads:
+        fastpath.ops().decode(p.fields, layout, sums, counts)
+    if mode is SparseAgg.MEAN_ALL:
+        return sums.div_(len(payloads))
+    return torch.where(counts > 0, sums / counts.clamp(min=1.0), sums)

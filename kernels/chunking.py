@@ -101,9 +101,14 @@ def chunk(t: Tensor, target: int = 64) -> tuple[Tensor, ChunkLayout]:
     True
     """
     layout = layout_for(t.shape, target)
+    return cut(t, layout), layout
+
+
+def cut(t: Tensor, layout: ChunkLayout) -> Tensor:
+    """:func:`chunk` for a layout already known: ``t`` as ``[n_chunks, chunk_len]`` tiles."""
     y, x = layout.rows // layout.h, layout.cols // layout.w
     tiles = t.reshape(y, layout.h, x, layout.w).permute(0, 2, 1, 3)
-    return tiles.reshape(y * x, layout.chunk_len), layout
+    return tiles.reshape(y * x, layout.chunk_len)
 
 
 def unchunk(chunks: Tensor, layout: ChunkLayout) -> Tensor:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from spx.errors import ConfigError
-from spx.kernels.chunking import chunk, flat_index, layout_for
+from spx.kernels import fastpath
+from spx.kernels.chunking import flat_index, layout_for
 from spx.kernels.packing import (
     WirePayload,
     pack_codes,
@@ -23,7 +25,7 @@ from spx.kernels.packing import (
     unpack_indices,
 )
 from spx.kernels.quant import BITS, DEFAULT_RANGE, QuantParams, dequantize, quantize
-from spx.kernels.topk import k_for_chunk, topk_per_chunk
+from spx.kernels.topk import chunk_topk, k_for_chunk
 
 
 def decode_entries(payload: WirePayload) -> tuple[Tensor, Tensor]:
@@ -76,13 +78,11 @@ class SparseLoCoCompressor:
 
     def compress(self, tensor: Tensor) -> tuple[WirePayload, Tensor]:
         """``(payload, transmitted)``; ``transmitted`` has ``tensor``'s shape and dtype."""
-        x = tensor.detach()
-        magnitudes, layout = chunk(x.abs(), self.chunk)
+        layout = layout_for(tensor.shape, self.chunk)
         k = k_for_chunk(layout.chunk_len, self.topk, self.chunk)
-        local, _ = topk_per_chunk(magnitudes, k)
-        flat = flat_index(local, layout)
-        codes, qp = quantize(x.reshape(-1)[flat], self.bits, self.range_sigmas)
-        sent = densify(flat, dequantize(codes, qp), layout.shape)
+        local, values = chunk_topk(tensor, layout, k)
+        codes, qp = quantize(values, self.bits, self.range_sigmas)
+        sent = densify(flat_index(local, layout), dequantize(codes, qp), layout.shape)
         payload = WirePayload(
             shape=layout.shape,
             chunk=self.chunk,
@@ -98,4 +98,13 @@ class SparseLoCoCompressor:
     def decompress(self, payload: WirePayload) -> Tensor:
         """The fp32 dense tensor one payload stands for (equal to ``compress``'s second output
         when that was fp32)."""
-        return densify(*decode_entries(payload), payload.shape)
+        return decompress(payload)
+
+
+def decompress(payload: WirePayload) -> Tensor:
+    """The fp32 dense tensor ``payload`` stands for; one fused kernel on a GPU."""
+    if fastpath.enabled(payload.indices, payload.codes):
+        out = torch.zeros(math.prod(payload.shape), device=payload.indices.device)
+        fastpath.ops().decode(payload.fields, layout_for(payload.shape, payload.chunk), out)
+        return out.view(payload.shape)
+    return densify(*decode_entries(payload), payload.shape)

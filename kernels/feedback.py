@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from spx.kernels import fastpath
+
 
 def ef_update(e: Tensor, delta: Tensor, beta: float, alpha: float) -> Tensor:
     """``e <- beta * e + alpha * delta`` in place; alpha is the outer lr of §1b.
@@ -18,6 +20,8 @@ def ef_update(e: Tensor, delta: Tensor, beta: float, alpha: float) -> Tensor:
     >>> ef_update(torch.tensor([1.0, 2.0]), torch.tensor([10.0, 0.0]), 0.5, 1.0).tolist()
     [10.5, 1.0]
     """
+    if fastpath.enabled(e, delta) and e.is_contiguous():
+        return fastpath.ops().ef_update(e, delta, beta, alpha)
     return e.mul_(beta).add_(delta, alpha=alpha)
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from spx.kernels import fastpath
+
 if sys.byteorder != "little":  # dtype views below reinterpret native byte order
     raise ImportError("spx.kernels.packing assumes a little-endian host")
 
@@ -33,6 +35,8 @@ def pack_codes(codes: Tensor, bits: int) -> Tensor:
     """
     if bits not in (2, 4, 8):
         raise ValueError(f"bits must be 2, 4 or 8, got {bits=}")
+    if fastpath.enabled(codes):
+        return fastpath.ops().pack_codes(codes, bits)
     flat = codes.reshape(-1).to(torch.uint8)
     per_byte = 8 // bits
     pad = -flat.numel() % per_byte
@@ -45,6 +49,8 @@ def pack_codes(codes: Tensor, bits: int) -> Tensor:
 
 def unpack_codes(packed: Tensor, bits: int, count: int) -> Tensor:
     """Inverse of :func:`pack_codes`: the first ``count`` codes as uint8."""
+    if fastpath.enabled(packed):
+        return fastpath.ops().unpack_codes(packed, bits, count)
     shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=packed.device)
     mask = (1 << bits) - 1
     codes = (packed.view(-1, 1) >> shifts) & mask
@@ -70,6 +76,8 @@ def pack_indices(idx: Tensor, chunk_len: int) -> Tensor:
         return flat.to(torch.int16).view(torch.uint8)  # wraps >32767 to the same bytes
     if width == 32:
         return flat.view(torch.uint8)
+    if fastpath.enabled(idx):
+        return fastpath.ops().pack_indices12(idx)
     if flat.numel() % 2:
         flat = torch.cat([flat, flat.new_zeros(1)])
     a, b = flat[0::2], flat[1::2]
@@ -84,6 +92,8 @@ def unpack_indices(packed: Tensor, count: int, chunk_len: int) -> Tensor:
         return packed.view(torch.int16).to(torch.int64)[:count] & 0xFFFF
     if width == 32:
         return packed.view(torch.int32).to(torch.int64)[:count]
+    if fastpath.enabled(packed):
+        return fastpath.ops().unpack_indices12(packed, count)
     triples = packed.view(-1, 3).to(torch.int64)
     a = triples[:, 0] | ((triples[:, 1] & 0xF) << 8)
     b = (triples[:, 1] >> 4) | (triples[:, 2] << 4)
@@ -121,6 +131,11 @@ class WirePayload:
     codes: Tensor  # uint8, packed quantization codes, same order as indices
     shift: float
     lut: Tensor  # fp32 [2**bits]
+
+    @property
+    def fields(self) -> tuple[Tensor, Tensor, Tensor, float, int, int]:
+        """``(indices, codes, lut, shift, k, bits)``: what a decoding kernel reads."""
+        return self.indices, self.codes, self.lut, self.shift, self.k, self.bits
 
     @property
     def table_nbytes(self) -> int:

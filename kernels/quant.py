@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from spx.kernels import fastpath
+
 BITS = (2, 4, 8)
 DEFAULT_RANGE = 6.0
 
@@ -65,9 +67,12 @@ def quantize(
     mu = v.mean()
     c = v - mu
     s = _step(c, bins, range_sigmas)
-    q = torch.round(c / s + bins // 2).clamp_(0, bins - 1).to(torch.uint8)
-    sums = torch.zeros(bins, dtype=torch.float32, device=v.device).index_add_(0, q.long(), c)
-    counts = torch.bincount(q.long(), minlength=bins).to(torch.float32)
+    if fastpath.enabled(c):
+        q, sums, counts = fastpath.ops().quantize_codes(c, s, bins)
+    else:
+        q = torch.round(c / s + bins // 2).clamp_(0, bins - 1).to(torch.uint8)
+        sums = torch.zeros(bins, dtype=torch.float32, device=v.device).index_add_(0, q.long(), c)
+        counts = torch.bincount(q.long(), minlength=bins).to(torch.float32)
     lut = torch.where(counts > 0, sums / counts.clamp(min=1.0), torch.zeros_like(sums))
     return q.view(values.shape), QuantParams(float(mu), lut)
 
