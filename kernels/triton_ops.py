@@ -16,10 +16,13 @@ the same tests run compiled.
 
 Exactness against the reference: indices, codes and packed bytes are equal (ties in
 top-k aside, where torch's order is unspecified and this kernel takes the lowest
-positions); ``div_rn`` keeps the quantizer's division IEEE-exact. The table sums and the
-aggregation add with atomics, so on a GPU their last bits depend on the order programs
-finish in (as torch's own CUDA ``index_add_`` does); the error-feedback update is one
-fused multiply-add where the CPU reference rounds ``e * beta`` first.
+positions); ``div_rn`` keeps the quantizer's division IEEE-exact. The quantizer's table
+sums add per-program partial sums with atomics, so on a GPU their last bits can vary from
+run to run (as torch's own CUDA ``index_add_`` does); every rank decodes with the sender's
+table, so ranks still agree. Aggregation adds one payload per launch and a payload names
+each position once, so each position sums its payloads in rank order: every rank gets the
+same bits. The error-feedback update is one fused multiply-add where the CPU reference
+rounds ``e * beta`` first.
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
-"""SparseLoCo over a real torch.distributed gloo group of local processes (ALGORITHMS.md §1b).
+"""SparseLoCo over a real torch.distributed group of local processes (ALGORITHMS.md §1b).
 
 Each rank runs the outer step through TorchComm; the test recomputes the reference math
-(EF, per-worker compression, contributor mean, SGD lr 1) in the parent process.
+(EF, per-worker compression, contributor mean, SGD lr 1) in the parent process on the CPU.
+The gloo run always runs; the NCCL run needs two CUDA devices (one per rank) and then goes
+through the Triton fast paths of the kernels.
 """
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from torch import nn
@@ -34,16 +37,18 @@ def _local(model: nn.Module, rank: int) -> dict[str, torch.Tensor]:
     }
 
 
-def _rank(rank: int, port: int, out: dict) -> None:
-    comm = init_torch(rank, WORLD, "127.0.0.1", port, timeout_s=60)
+def _rank(rank: int, port: int, out: dict, cuda: bool) -> None:
+    if cuda:
+        torch.cuda.set_device(rank)
+    comm = init_torch(rank, WORLD, "127.0.0.1", port, timeout_s=60, cuda=cuda)
     try:
-        model = _model()
+        model = _model().to("cuda" if cuda else "cpu")
         sync = SparseLoCoSync(comm, CFG, model, total_steps=10)
         with torch.no_grad():
             for name, p in model.named_parameters():
                 p.copy_(_local(_model(), rank)[name])
         sync.outer_step(MaskSet(prunable_weights(model)))
-        out[rank] = {n: p.detach().clone() for n, p in model.named_parameters()}
+        out[rank] = {n: p.detach().cpu().clone() for n, p in model.named_parameters()}
     finally:
         shutdown_torch()
 
@@ -65,10 +70,21 @@ def _reference() -> dict[str, torch.Tensor]:
     return out
 
 
-def test_gloo_sparseloco_matches_reference_and_ranks_agree() -> None:
+NCCL = pytest.param(
+    True,
+    id="nccl",
+    marks=[
+        pytest.mark.gpu,
+        pytest.mark.skipif(torch.cuda.device_count() < WORLD, reason=f"needs {WORLD} GPUs"),
+    ],
+)
+
+
+@pytest.mark.parametrize("cuda", [pytest.param(False, id="gloo"), NCCL])
+def test_sparseloco_matches_reference_and_ranks_agree(cuda: bool) -> None:
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(_rank, args=(free_port(), out), nprocs=WORLD, join=True)
+        mp.spawn(_rank, args=(free_port(), out, cuda), nprocs=WORLD, join=True)
         results = dict(out)
     expected = _reference()
     for rank in range(WORLD):
