@@ -36,8 +36,17 @@ from spx.kernels.chunking import ChunkLayout
 from spx.kernels.packing import index_bits
 
 BLOCK = 1024  # elements per program of the elementwise kernels
-MAX_TILE = 16384  # largest padded tile chunk_topk holds in one program
-_BISECT_STEPS = 31  # halvings of [0, 2**31 - 1): the range of a non-negative float's bits
+# Largest padded tile chunk_topk holds in one program: 128x64 at 16 warps keeps it in
+# registers on sm_90 (ptxas -v: a 128x128 tile spills); bigger tiles take the reference.
+MAX_TILE = 8192
+# halvings of [0, 2**31 - 1), the range of a non-negative float's bits; a kernel can only
+# read a global that is a constexpr
+BISECT_STEPS = tl.constexpr(31)
+
+
+def _warps(tile: int) -> int:
+    """Warps for a padded tile: 4 up to 2048 entries, then one per 512 (16 at 8192)."""
+    return min(16, max(4, tile // 512))
 
 
 def tile_fits(layout: ChunkLayout) -> bool:
@@ -53,13 +62,13 @@ def _chunk_topk_kernel(
     i = tl.arange(0, BH)[:, None]
     j = tl.arange(0, BW)[None, :]
     inside = (i < h) & (j < w)
-    offs = ((pid // nx) * h + i).to(tl.int64) * cols + (pid % nx) * w + j
+    offs = ((pid // nx) * h + i).to(tl.int64) * cols + (pid % nx).to(tl.int64) * w + j
     x = tl.load(x_ptr + offs, mask=inside, other=0.0)
     # |x| as int32 bits orders like |x| itself; padding gets -1, below every real entry
     bits = tl.where(inside, tl.abs(x.to(tl.float32)).to(tl.int32, bitcast=True), -1)
     lo = 0  # invariant: at least k entries have bits >= lo, fewer than k have bits >= hi
     hi = 0x7FFFFFFF
-    for _ in tl.static_range(_BISECT_STEPS):
+    for _ in tl.static_range(BISECT_STEPS):
         mid = lo + (hi - lo) // 2
         enough = tl.sum((bits >= mid).to(tl.int32)) >= k
         lo = tl.where(enough, mid, lo)
@@ -72,7 +81,10 @@ def _chunk_topk_kernel(
     slot = pid.to(tl.int64) * k + tl.cumsum(take.to(tl.int32), 0) - 1
     local = tl.reshape(i * w + j, [BH * BW])
     tl.store(idx_ptr + slot, local.to(tl.int64), mask=take)
-    tl.store(val_ptr + slot, tl.reshape(x, [BH * BW]), mask=take)
+    # the signed values are read again for the k kept entries only, rather than keeping the
+    # whole tile live in registers through the bisection
+    kept = tl.load(x_ptr + tl.reshape(offs, [BH * BW]), mask=take)
+    tl.store(val_ptr + slot, kept, mask=take)
 
 
 def chunk_topk(x: Tensor, layout: ChunkLayout, k: int) -> tuple[Tensor, Tensor]:
@@ -84,7 +96,9 @@ def chunk_topk(x: Tensor, layout: ChunkLayout, k: int) -> tuple[Tensor, Tensor]:
     bh, bw = triton.next_power_of_2(layout.h), triton.next_power_of_2(layout.w)
     nx = layout.cols // layout.w
     grid = (layout.n_chunks,)  # layouts are never empty
-    _chunk_topk_kernel[grid](x, idx, val, layout.cols, layout.h, layout.w, nx, k, BH=bh, BW=bw)
+    _chunk_topk_kernel[grid](
+        x, idx, val, layout.cols, layout.h, layout.w, nx, k, BH=bh, BW=bw, num_warps=_warps(bh * bw)
+    )
     return idx, val
 
 
@@ -92,7 +106,7 @@ def chunk_topk(x: Tensor, layout: ChunkLayout, k: int) -> tuple[Tensor, Tensor]:
 def _quantize_kernel(
     c_ptr, code_ptr, sum_ptr, count_ptr, n, step, BINS: tl.constexpr, BLOCK: tl.constexpr
 ):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = offs < n
     c = tl.load(c_ptr + offs, mask=live, other=0.0)
     t = tl.math.div_rn(c, step) + BINS // 2
@@ -103,10 +117,17 @@ def _quantize_kernel(
     r = tl.where(frac > 0.5, f + 1.0, tl.where(frac < 0.5, f, tl.where(odd, f + 1.0, f)))
     q = tl.minimum(tl.maximum(r, 0.0), BINS - 1.0).to(tl.int32)
     tl.store(code_ptr + offs, q.to(tl.uint8), mask=live)
-    for b in range(BINS):  # one atomic per bin and program, not per element
-        in_bin = live & (q == b)
-        tl.atomic_add(sum_ptr + b, tl.sum(tl.where(in_bin, c, 0.0)))
-        tl.atomic_add(count_ptr + b, tl.sum(in_bin.to(tl.float32)))
+    # per-bin partial sums and counts of this program, added with one atomic per bin
+    if BINS <= 4:  # 2-bit codes, the default: one [BLOCK, BINS] one-hot tile
+        b = tl.arange(0, BINS)
+        onehot = live[:, None] & (q[:, None] == b[None, :])
+        tl.atomic_add(sum_ptr + b, tl.sum(tl.where(onehot, c[:, None], 0.0), axis=0))
+        tl.atomic_add(count_ptr + b, tl.sum(onehot.to(tl.int32), axis=0))
+    else:
+        for b in range(BINS):
+            in_bin = live & (q == b)
+            tl.atomic_add(sum_ptr + b, tl.sum(tl.where(in_bin, c, 0.0)))
+            tl.atomic_add(count_ptr + b, tl.sum(in_bin.to(tl.int32)))
 
 
 def quantize_codes(c: Tensor, step: float, bins: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -115,19 +136,18 @@ def quantize_codes(c: Tensor, step: float, bins: int) -> tuple[Tensor, Tensor, T
     c = c.detach().float().contiguous().reshape(-1)
     codes = torch.empty(c.numel(), dtype=torch.uint8, device=c.device)
     sums = torch.zeros(bins, dtype=torch.float32, device=c.device)
-    counts = torch.zeros(bins, dtype=torch.float32, device=c.device)
-    if c.numel() == 0:
-        return codes, sums, counts
-    grid = (triton.cdiv(c.numel(), BLOCK),)
-    _quantize_kernel[grid](c, codes, sums, counts, c.numel(), step, BINS=bins, BLOCK=BLOCK)
-    return codes, sums, counts
+    counts = torch.zeros(bins, dtype=torch.int32, device=c.device)  # exact past 2**24
+    if c.numel() > 0:
+        grid = (triton.cdiv(c.numel(), BLOCK),)
+        _quantize_kernel[grid](c, codes, sums, counts, c.numel(), step, BINS=bins, BLOCK=BLOCK)
+    return codes, sums, counts.float()
 
 
 @triton.jit
 def _pack_codes_kernel(
     code_ptr, out_ptr, n_codes, n_bytes, BITS: tl.constexpr, BLOCK: tl.constexpr
 ):
-    byte = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    byte = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = byte < n_bytes
     acc = tl.zeros([BLOCK], dtype=tl.int32)
     for s in tl.static_range(8 // BITS):
@@ -174,7 +194,7 @@ def _index_at(packed_ptr, i, live, IDX_BITS: tl.constexpr):
 
 @triton.jit
 def _unpack_codes_kernel(packed_ptr, out_ptr, count, BITS: tl.constexpr, BLOCK: tl.constexpr):
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = i < count
     tl.store(out_ptr + i, _code_at(packed_ptr, i, live, BITS).to(tl.uint8), mask=live)
 
@@ -191,7 +211,7 @@ def unpack_codes(packed: Tensor, bits: int, count: int) -> Tensor:
 
 @triton.jit
 def _pack_indices12_kernel(idx_ptr, out_ptr, n, n_pairs, BLOCK: tl.constexpr):
-    pair = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    pair = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = pair < n_pairs
     a = tl.load(idx_ptr + 2 * pair, mask=live, other=0).to(tl.int32)
     b = tl.load(idx_ptr + 2 * pair + 1, mask=live & (2 * pair + 1 < n), other=0).to(tl.int32)
@@ -214,7 +234,7 @@ def pack_indices12(idx: Tensor) -> Tensor:
 
 @triton.jit
 def _unpack_indices_kernel(packed_ptr, out_ptr, count, IDX_BITS: tl.constexpr, BLOCK: tl.constexpr):
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = i < count
     tl.store(out_ptr + i, _index_at(packed_ptr, i, live, IDX_BITS).to(tl.int64), mask=live)
 
@@ -248,7 +268,7 @@ def _decode_kernel(
     ACCUMULATE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    e = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    e = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = e < n
     local = _index_at(idx_ptr, e, live, IDX_BITS)
     code = _code_at(code_ptr, e, live, BITS)
