@@ -7,14 +7,22 @@ compile-only warm-up, drives each fast-path wrapper the way spx calls it, and pr
 line ``{"compiled": [...], "kernels": [...], "failed": [...]}``. Each compile goes all the
 way to a cubin through the ptxas that ships with Triton.
 
-Run by test_triton_compile.py in a child process without TRITON_INTERPRET.
+Run by test_triton_compile.py in a child process without TRITON_INTERPRET. By hand,
+``--resources`` also prints each compiled variant's registers, spills (LOCAL) and shared
+memory as ``cuobjdump -res-usage`` reads them from the cubin::
+
+    env -u TRITON_INTERPRET .venv/bin/python tests/kernels/gpu_compile.py --resources
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import tempfile
 import traceback
+from pathlib import Path
 
 import torch
 import triton
@@ -24,6 +32,7 @@ from triton.runtime.driver import driver
 
 COMPILED: list[str] = []
 FAILED: list[str] = []
+CUBINS: list[tuple[str, dict[str, object], bytes]] = []
 
 
 class _CompileOnlyDriver:
@@ -52,6 +61,8 @@ def _compile_only(self, *args, grid, warmup, **kwargs):  # noqa: ANN001, ANN202
         if not kernel.asm.get("cubin"):
             raise RuntimeError("no cubin")
         COMPILED.append(name)
+        constexprs = {k: v for k, v in kwargs.items() if k.isupper() or k == "num_warps"}
+        CUBINS.append((name, constexprs, kernel.asm["cubin"]))
     except Exception:  # report every failure, not just the first
         FAILED.append(f"{name}: {traceback.format_exc(limit=-3)}")
 
@@ -63,8 +74,13 @@ def main() -> None:
     from spx.kernels.chunking import layout_for
     from spx.kernels.compress import SparseLoCoCompressor
 
-    for x in (torch.randn(128, 64), torch.randn(64).bfloat16()):
-        fast.chunk_topk(x, layout_for(x.shape), 8)
+    # the default 64x64 tile, the largest one (128x64, 16 warps) and a bf16 vector
+    for x, side in (
+        (torch.randn(128, 64), 64),
+        (torch.randn(128, 64), 128),
+        (torch.randn(64).bfloat16(), 64),
+    ):
+        fast.chunk_topk(x, layout_for(x.shape, side), 8)
     for bits in (2, 8):
         fast.quantize_codes(torch.randn(3000), 0.3, 2**bits)
         packed = fast.pack_codes(torch.zeros(5001, dtype=torch.uint8), bits)
@@ -84,8 +100,27 @@ def main() -> None:
         for name, value in vars(fast).items()
         if isinstance(value, jit.JITFunction) and name.endswith("_kernel")
     )
+    if "--resources" in sys.argv:
+        print_resources()
     report = {"compiled": sorted(set(COMPILED)), "kernels": kernels, "failed": FAILED}
     print(json.dumps(report))
+
+
+def print_resources() -> None:
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, constexprs, cubin in CUBINS:
+            path = Path(tmp) / f"{name}.cubin"
+            path.write_bytes(cubin)
+            usage = subprocess.run(
+                [str(tool), "-res-usage", str(path)], capture_output=True, text=True, check=True
+            ).stdout
+            line = next(x.strip() for x in usage.splitlines() if x.strip().startswith("REG:"))
+            fields = dict(f.split(":", 1) for f in line.split())
+            print(
+                f"{name} {constexprs}: {fields['REG']} registers, "
+                f"LOCAL {fields['LOCAL']} B, SHARED {fields['SHARED']} B"
+            )
 
 
 if __name__ == "__main__":
