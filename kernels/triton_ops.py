@@ -193,20 +193,29 @@ def _index_at(packed_ptr, i, live, IDX_BITS: tl.constexpr):
 
 
 @triton.jit
-def _unpack_codes_kernel(packed_ptr, out_ptr, count, BITS: tl.constexpr, BLOCK: tl.constexpr):
+def _unpack_kernel(
+    packed_ptr, out_ptr, count, WIDTH: tl.constexpr, CODES: tl.constexpr, BLOCK: tl.constexpr
+):
     i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = i < count
-    tl.store(out_ptr + i, _code_at(packed_ptr, i, live, BITS).to(tl.uint8), mask=live)
+    if CODES:  # noqa: SIM108 (a compile-time branch: only one side is built)
+        value = _code_at(packed_ptr, i, live, WIDTH)
+    else:
+        value = _index_at(packed_ptr, i, live, WIDTH)
+    tl.store(out_ptr + i, value.to(out_ptr.dtype.element_ty), mask=live)
+
+
+def _unpack(packed: Tensor, count: int, width: int, codes: bool) -> Tensor:
+    out = torch.empty(count, dtype=torch.uint8 if codes else torch.int64, device=packed.device)
+    if count > 0:
+        grid = (triton.cdiv(count, BLOCK),)
+        _unpack_kernel[grid](packed.contiguous(), out, count, WIDTH=width, CODES=codes, BLOCK=BLOCK)
+    return out
 
 
 def unpack_codes(packed: Tensor, bits: int, count: int) -> Tensor:
     """Fast path of :func:`spx.kernels.packing.unpack_codes`."""
-    out = torch.empty(count, dtype=torch.uint8, device=packed.device)
-    if count == 0:
-        return out
-    grid = (triton.cdiv(count, BLOCK),)
-    _unpack_codes_kernel[grid](packed.contiguous(), out, count, BITS=bits, BLOCK=BLOCK)
-    return out
+    return _unpack(packed, count, bits, codes=True)
 
 
 @triton.jit
@@ -232,21 +241,9 @@ def pack_indices12(idx: Tensor) -> Tensor:
     return out
 
 
-@triton.jit
-def _unpack_indices_kernel(packed_ptr, out_ptr, count, IDX_BITS: tl.constexpr, BLOCK: tl.constexpr):
-    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    live = i < count
-    tl.store(out_ptr + i, _index_at(packed_ptr, i, live, IDX_BITS).to(tl.int64), mask=live)
-
-
 def unpack_indices12(packed: Tensor, count: int) -> Tensor:
     """Fast path of :func:`spx.kernels.packing.unpack_indices` for 12-bit indices."""
-    out = torch.empty(count, dtype=torch.int64, device=packed.device)
-    if count == 0:
-        return out
-    grid = (triton.cdiv(count, BLOCK),)
-    _unpack_indices_kernel[grid](packed.contiguous(), out, count, IDX_BITS=12, BLOCK=BLOCK)
-    return out
+    return _unpack(packed, count, 12, codes=False)
 
 
 @triton.jit
