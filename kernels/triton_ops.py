@@ -27,6 +27,11 @@ rounds ``e * beta`` first.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
+from typing import Any
+
 import torch
 import triton
 import triton.language as tl
@@ -42,6 +47,19 @@ MAX_TILE = 8192
 # halvings of [0, 2**31 - 1), the range of a non-negative float's bits; a kernel can only
 # read a global that is a constexpr
 BISECT_STEPS = tl.constexpr(31)
+
+
+# Triton's interpreter swaps functions of triton.language in and out around each launch, so
+# two threads interpreting at once break each other (ThreadComm's ranks did); compiled
+# launches need no lock.
+_LAUNCH_GUARD: contextlib.AbstractContextManager[Any] = (
+    threading.Lock() if os.environ.get("TRITON_INTERPRET") == "1" else contextlib.nullcontext()
+)
+
+
+def _launch(kernel: Any, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
+    with _LAUNCH_GUARD:
+        kernel[grid](*args, **kwargs)
 
 
 def _warps(tile: int) -> int:
@@ -96,8 +114,20 @@ def chunk_topk(x: Tensor, layout: ChunkLayout, k: int) -> tuple[Tensor, Tensor]:
     bh, bw = triton.next_power_of_2(layout.h), triton.next_power_of_2(layout.w)
     nx = layout.cols // layout.w
     grid = (layout.n_chunks,)  # layouts are never empty
-    _chunk_topk_kernel[grid](
-        x, idx, val, layout.cols, layout.h, layout.w, nx, k, BH=bh, BW=bw, num_warps=_warps(bh * bw)
+    _launch(
+        _chunk_topk_kernel,
+        grid,
+        x,
+        idx,
+        val,
+        layout.cols,
+        layout.h,
+        layout.w,
+        nx,
+        k,
+        BH=bh,
+        BW=bw,
+        num_warps=_warps(bh * bw),
     )
     return idx, val
 
@@ -139,7 +169,9 @@ def quantize_codes(c: Tensor, step: float, bins: int) -> tuple[Tensor, Tensor, T
     counts = torch.zeros(bins, dtype=torch.int32, device=c.device)  # exact past 2**24
     if c.numel() > 0:
         grid = (triton.cdiv(c.numel(), BLOCK),)
-        _quantize_kernel[grid](c, codes, sums, counts, c.numel(), step, BINS=bins, BLOCK=BLOCK)
+        _launch(
+            _quantize_kernel, grid, c, codes, sums, counts, c.numel(), step, BINS=bins, BLOCK=BLOCK
+        )
     return codes, sums, counts.float()
 
 
@@ -166,7 +198,7 @@ def pack_codes(codes: Tensor, bits: int) -> Tensor:
     if n_bytes == 0:
         return out
     grid = (triton.cdiv(n_bytes, BLOCK),)
-    _pack_codes_kernel[grid](flat, out, flat.numel(), n_bytes, BITS=bits, BLOCK=BLOCK)
+    _launch(_pack_codes_kernel, grid, flat, out, flat.numel(), n_bytes, BITS=bits, BLOCK=BLOCK)
     return out
 
 
@@ -209,7 +241,16 @@ def _unpack(packed: Tensor, count: int, width: int, codes: bool) -> Tensor:
     out = torch.empty(count, dtype=torch.uint8 if codes else torch.int64, device=packed.device)
     if count > 0:
         grid = (triton.cdiv(count, BLOCK),)
-        _unpack_kernel[grid](packed.contiguous(), out, count, WIDTH=width, CODES=codes, BLOCK=BLOCK)
+        _launch(
+            _unpack_kernel,
+            grid,
+            packed.contiguous(),
+            out,
+            count,
+            WIDTH=width,
+            CODES=codes,
+            BLOCK=BLOCK,
+        )
     return out
 
 
@@ -237,7 +278,7 @@ def pack_indices12(idx: Tensor) -> Tensor:
     if n_pairs == 0:
         return out
     grid = (triton.cdiv(n_pairs, BLOCK),)
-    _pack_indices12_kernel[grid](flat, out, flat.numel(), n_pairs, BLOCK=BLOCK)
+    _launch(_pack_indices12_kernel, grid, flat, out, flat.numel(), n_pairs, BLOCK=BLOCK)
     return out
 
 
@@ -298,7 +339,9 @@ def decode(
     nx = layout.cols // layout.w
     accumulate = counts is not None
     grid = (triton.cdiv(n, BLOCK),)
-    _decode_kernel[grid](
+    _launch(
+        _decode_kernel,
+        grid,
         indices.contiguous(),
         codes.contiguous(),
         lut.to(device=out.device, dtype=torch.float32).contiguous(),
@@ -334,5 +377,5 @@ def ef_update(e: Tensor, delta: Tensor, beta: float, alpha: float) -> Tensor:
     if e.numel() == 0:
         return e
     grid = (triton.cdiv(e.numel(), BLOCK),)
-    _ef_update_kernel[grid](e, d, e.numel(), beta, alpha, BLOCK=BLOCK)
+    _launch(_ef_update_kernel, grid, e, d, e.numel(), beta, alpha, BLOCK=BLOCK)
     return e

@@ -2,11 +2,15 @@
 
 Each rank runs the outer step through TorchComm; the test recomputes the reference math
 (EF, per-worker compression, contributor mean, SGD lr 1) in the parent process on the CPU.
-The gloo run always runs; the NCCL run needs two CUDA devices (one per rank) and then goes
-through the Triton fast paths of the kernels.
+The gloo run goes through the torch references, and again through the Triton fast paths
+in Triton's CPU interpreter; the NCCL run needs one CUDA device per rank and takes the
+compiled fast paths.
 """
 
 from __future__ import annotations
+
+import importlib.util
+import os
 
 import pytest
 import torch
@@ -37,7 +41,9 @@ def _local(model: nn.Module, rank: int) -> dict[str, torch.Tensor]:
     }
 
 
-def _rank(rank: int, port: int, out: dict, cuda: bool) -> None:
+def _rank(rank: int, port: int, out: dict, cuda: bool, interpret: bool) -> None:
+    if interpret:  # before the first kernel call imports spx.kernels.triton_ops
+        os.environ.update(TRITON_INTERPRET="1", SPX_KERNELS="triton")
     if cuda:
         torch.cuda.set_device(rank)
     comm = init_torch(rank, WORLD, "127.0.0.1", port, timeout_s=60, cuda=cuda)
@@ -70,8 +76,18 @@ def _reference() -> dict[str, torch.Tensor]:
     return out
 
 
+GLOO = pytest.param(False, False, id="gloo")
+GLOO_TRITON = pytest.param(
+    False,
+    True,
+    id="gloo-triton-interpreter",
+    marks=pytest.mark.skipif(
+        importlib.util.find_spec("triton") is None, reason="Triton is not installed"
+    ),
+)
 NCCL = pytest.param(
     True,
+    False,
     id="nccl",
     marks=[
         pytest.mark.gpu,
@@ -80,11 +96,11 @@ NCCL = pytest.param(
 )
 
 
-@pytest.mark.parametrize("cuda", [pytest.param(False, id="gloo"), NCCL])
-def test_sparseloco_matches_reference_and_ranks_agree(cuda: bool) -> None:
+@pytest.mark.parametrize(("cuda", "interpret"), [GLOO, GLOO_TRITON, NCCL])
+def test_sparseloco_matches_reference_and_ranks_agree(cuda: bool, interpret: bool) -> None:
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(_rank, args=(free_port(), out, cuda), nprocs=WORLD, join=True)
+        mp.spawn(_rank, args=(free_port(), out, cuda, interpret), nprocs=WORLD, join=True)
         results = dict(out)
     expected = _reference()
     for rank in range(WORLD):
