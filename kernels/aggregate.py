@@ -20,7 +20,6 @@ from torch import Tensor
 
 from spx.errors import ConfigError
 from spx.kernels import fastpath
-from spx.kernels.chunking import layout_for
 from spx.kernels.compress import decode_entries
 from spx.kernels.packing import WirePayload
 
@@ -88,12 +87,12 @@ def aggregate(
 
 def _aggregate_fused(payloads: Sequence[WirePayload], mode: SparseAgg) -> Tensor:
     """The GPU path of :func:`aggregate`: every payload decoded and added in place."""
-    layout = layout_for(payloads[0].shape, payloads[0].chunk)
+    numel = math.prod(payloads[0].shape)
     device = payloads[0].indices.device
-    sums = torch.zeros(layout.numel, device=device)
-    counts = torch.zeros(layout.numel, device=device)
+    sums = torch.zeros(numel, device=device)
+    counts = torch.zeros(numel, device=device)
     for p in payloads:
-        fastpath.ops().decode(p.fields, layout, sums, counts)
+        fastpath.ops().decode(p, sums, counts)
     if mode is SparseAgg.MEAN_ALL:
         return sums.div_(len(payloads))
     return torch.where(counts > 0, sums / counts.clamp(min=1.0), sums)

@@ -105,6 +105,6 @@ def decompress(payload: WirePayload) -> Tensor:
     """The fp32 dense tensor ``payload`` stands for; one fused kernel on a GPU."""
     if fastpath.enabled(payload.indices, payload.codes):
         out = torch.zeros(math.prod(payload.shape), device=payload.indices.device)
-        fastpath.ops().decode(payload.fields, layout_for(payload.shape, payload.chunk), out)
+        fastpath.ops().decode(payload, out)
         return out.view(payload.shape)
     return densify(*decode_entries(payload), payload.shape)

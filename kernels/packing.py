@@ -133,11 +133,6 @@ class WirePayload:
     lut: Tensor  # fp32 [2**bits]
 
     @property
-    def fields(self) -> tuple[Tensor, Tensor, Tensor, float, int, int]:
-        """``(indices, codes, lut, shift, k, bits)``: what a decoding kernel reads."""
-        return self.indices, self.codes, self.lut, self.shift, self.k, self.bits
-
-    @property
     def table_nbytes(self) -> int:
         return 4 * (1 + self.lut.numel())
 

@@ -37,8 +37,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from spx.kernels.chunking import ChunkLayout
-from spx.kernels.packing import index_bits
+from spx.kernels.chunking import ChunkLayout, layout_for
+from spx.kernels.packing import WirePayload, index_bits
 
 BLOCK = 1024  # elements per program of the elementwise kernels
 # Largest padded tile chunk_topk holds in one program: 128x64 at 16 warps keeps it in
@@ -57,9 +57,12 @@ _LAUNCH_GUARD: contextlib.AbstractContextManager[Any] = (
 )
 
 
-def _launch(kernel: Any, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
-    with _LAUNCH_GUARD:
-        kernel[grid](*args, **kwargs)
+def _launch(kernel: Any, programs: int, *args: Any, **kwargs: Any) -> None:
+    """Run ``kernel`` on a 1-D grid of ``programs``; none at all is a no-op (Triton would
+    refuse an empty grid)."""
+    if programs > 0:
+        with _LAUNCH_GUARD:
+            kernel[(programs,)](*args, **kwargs)
 
 
 def _warps(tile: int) -> int:
@@ -113,10 +116,9 @@ def chunk_topk(x: Tensor, layout: ChunkLayout, k: int) -> tuple[Tensor, Tensor]:
     val = torch.empty(layout.n_chunks, k, dtype=x.dtype, device=x.device)
     bh, bw = triton.next_power_of_2(layout.h), triton.next_power_of_2(layout.w)
     nx = layout.cols // layout.w
-    grid = (layout.n_chunks,)  # layouts are never empty
     _launch(
         _chunk_topk_kernel,
-        grid,
+        layout.n_chunks,
         x,
         idx,
         val,
@@ -167,11 +169,10 @@ def quantize_codes(c: Tensor, step: float, bins: int) -> tuple[Tensor, Tensor, T
     codes = torch.empty(c.numel(), dtype=torch.uint8, device=c.device)
     sums = torch.zeros(bins, dtype=torch.float32, device=c.device)
     counts = torch.zeros(bins, dtype=torch.int32, device=c.device)  # exact past 2**24
-    if c.numel() > 0:
-        grid = (triton.cdiv(c.numel(), BLOCK),)
-        _launch(
-            _quantize_kernel, grid, c, codes, sums, counts, c.numel(), step, BINS=bins, BLOCK=BLOCK
-        )
+    programs = triton.cdiv(c.numel(), BLOCK)
+    _launch(
+        _quantize_kernel, programs, c, codes, sums, counts, c.numel(), step, BINS=bins, BLOCK=BLOCK
+    )
     return codes, sums, counts.float()
 
 
@@ -195,10 +196,8 @@ def pack_codes(codes: Tensor, bits: int) -> Tensor:
     per_byte = 8 // bits
     n_bytes = (flat.numel() + per_byte - 1) // per_byte
     out = torch.empty(n_bytes, dtype=torch.uint8, device=flat.device)
-    if n_bytes == 0:
-        return out
-    grid = (triton.cdiv(n_bytes, BLOCK),)
-    _launch(_pack_codes_kernel, grid, flat, out, flat.numel(), n_bytes, BITS=bits, BLOCK=BLOCK)
+    programs = triton.cdiv(n_bytes, BLOCK)
+    _launch(_pack_codes_kernel, programs, flat, out, flat.numel(), n_bytes, BITS=bits, BLOCK=BLOCK)
     return out
 
 
@@ -239,18 +238,17 @@ def _unpack_kernel(
 
 def _unpack(packed: Tensor, count: int, width: int, codes: bool) -> Tensor:
     out = torch.empty(count, dtype=torch.uint8 if codes else torch.int64, device=packed.device)
-    if count > 0:
-        grid = (triton.cdiv(count, BLOCK),)
-        _launch(
-            _unpack_kernel,
-            grid,
-            packed.contiguous(),
-            out,
-            count,
-            WIDTH=width,
-            CODES=codes,
-            BLOCK=BLOCK,
-        )
+    programs = triton.cdiv(count, BLOCK)
+    _launch(
+        _unpack_kernel,
+        programs,
+        packed.contiguous(),
+        out,
+        count,
+        WIDTH=width,
+        CODES=codes,
+        BLOCK=BLOCK,
+    )
     return out
 
 
@@ -275,10 +273,8 @@ def pack_indices12(idx: Tensor) -> Tensor:
     flat = idx.reshape(-1).contiguous()
     n_pairs = (flat.numel() + 1) // 2
     out = torch.empty(3 * n_pairs, dtype=torch.uint8, device=flat.device)
-    if n_pairs == 0:
-        return out
-    grid = (triton.cdiv(n_pairs, BLOCK),)
-    _launch(_pack_indices12_kernel, grid, flat, out, flat.numel(), n_pairs, BLOCK=BLOCK)
+    programs = triton.cdiv(n_pairs, BLOCK)
+    _launch(_pack_indices12_kernel, programs, flat, out, flat.numel(), n_pairs, BLOCK=BLOCK)
     return out
 
 
@@ -322,40 +318,29 @@ def _decode_kernel(
         tl.store(out_ptr + flat, value, mask=live)
 
 
-def decode(
-    payload_fields: tuple[Tensor, Tensor, Tensor, float, int, int],
-    layout: ChunkLayout,
-    out: Tensor,
-    counts: Tensor | None = None,
-) -> None:
-    """Scatter one payload into the flat fp32 ``out``: stored (``counts`` None, the fast
-    path of ``decompress``) or added, with ``counts`` += 1 where it lands (aggregation).
-
-    ``payload_fields`` is ``(indices, codes, lut, shift, k, bits)`` of a
-    :class:`~spx.kernels.packing.WirePayload`; its index width follows from ``layout``.
-    """
-    indices, codes, lut, shift, k, bits = payload_fields
-    n = layout.n_chunks * k
-    nx = layout.cols // layout.w
+def decode(payload: WirePayload, out: Tensor, counts: Tensor | None = None) -> None:
+    """Scatter ``payload`` into the flat fp32 ``out``: stored (``counts`` None, the fast
+    path of ``decompress``) or added, with ``counts`` += 1 where it lands (aggregation)."""
+    layout = layout_for(payload.shape, payload.chunk)
+    n = layout.n_chunks * payload.k
     accumulate = counts is not None
-    grid = (triton.cdiv(n, BLOCK),)
     _launch(
         _decode_kernel,
-        grid,
-        indices.contiguous(),
-        codes.contiguous(),
-        lut.to(device=out.device, dtype=torch.float32).contiguous(),
-        shift,
+        triton.cdiv(n, BLOCK),
+        payload.indices.contiguous(),
+        payload.codes.contiguous(),
+        payload.lut.to(device=out.device, dtype=torch.float32).contiguous(),
+        payload.shift,
         out,
         counts if accumulate else out,
         n,
-        k,
+        payload.k,
         layout.cols,
         layout.h,
         layout.w,
-        nx,
+        layout.cols // layout.w,
         IDX_BITS=index_bits(layout.chunk_len),
-        BITS=bits,
+        BITS=payload.bits,
         ACCUMULATE=accumulate,
         BLOCK=BLOCK,
     )
@@ -374,8 +359,6 @@ def ef_update(e: Tensor, delta: Tensor, beta: float, alpha: float) -> Tensor:
     """Fast path of :func:`spx.kernels.feedback.ef_update` (in place on a contiguous ``e``):
     one pass instead of the reference's two."""
     d = delta.detach().contiguous()
-    if e.numel() == 0:
-        return e
-    grid = (triton.cdiv(e.numel(), BLOCK),)
-    _launch(_ef_update_kernel, grid, e, d, e.numel(), beta, alpha, BLOCK=BLOCK)
+    programs = triton.cdiv(e.numel(), BLOCK)
+    _launch(_ef_update_kernel, programs, e, d, e.numel(), beta, alpha, BLOCK=BLOCK)
     return e

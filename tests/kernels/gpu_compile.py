@@ -89,10 +89,9 @@ def main() -> None:
     os.environ["SPX_KERNELS"] = "reference"  # the payloads themselves come from torch
     for shape, side in (((256, 192), 64), ((3, 70000), 70000)):  # 12- and 32-bit indices
         payload, _ = SparseLoCoCompressor(topk=64, chunk=side).compress(torch.randn(shape))
-        layout = layout_for(payload.shape, payload.chunk)
-        out, counts = torch.zeros(layout.numel), torch.zeros(layout.numel)
-        fast.decode(payload.fields, layout, out)
-        fast.decode(payload.fields, layout, out, counts)
+        out, counts = torch.zeros(payload.shape).view(-1), torch.zeros(payload.shape).view(-1)
+        fast.decode(payload, out)
+        fast.decode(payload, out, counts)
     fast.ef_update(torch.randn(5000), torch.randn(5000), 0.95, 0.7)
 
     kernels = sorted(

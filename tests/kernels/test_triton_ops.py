@@ -139,7 +139,7 @@ def test_decode_stores_what_decompress_gives(reference, shape, target, topk, bit
     comp = SparseLoCoCompressor(topk=min(topk, target**2), chunk=target, bits=bits)
     payload, sent = comp.compress(rand(*shape, seed=bits))
     out = torch.zeros(math.prod(shape), device=DEVICE)
-    fast.decode(payload.fields, layout_for(payload.shape, payload.chunk), out)
+    fast.decode(payload, out)
     assert torch.equal(out.view(shape), densify(*decode_entries(payload), payload.shape))
     assert torch.equal(out.view(shape), sent)
 
