@@ -35,12 +35,21 @@ INSERT_METRIC = sa.text(
 def fill(url: str, trials: int, per_trial: int, name: str) -> float:
     """Create sweep ``name`` with ``trials`` trials of ``per_trial`` metric rows each."""
     started = time.perf_counter()
-    rng = np.random.default_rng(0)
     with Store.open(url) as store:
         sweep = store.create_sweep(
             name, task="code-gpt", method="grid", spec_text="", spec_hash="0"
         )
     engine = sa.create_engine(url)
+    ids = _insert_trials(engine, _trial_rows(sweep.id, trials))
+    _insert_metrics(engine, ids, per_trial)
+    engine.dispose()
+    return time.perf_counter() - started
+
+
+def _trial_rows(sweep_id: int, trials: int) -> list[dict]:
+    """Completed trials of a width x sparsity x steps grid whose loss follows a
+    Journey-Matters-like law in the average parameter count, with 1 % noise."""
+    rng = np.random.default_rng(0)
     widths = rng.choice([64, 128, 256, 512], trials)
     sparsity = rng.choice([0.0, 0.5, 0.75], trials)
     steps = rng.choice([1000, 2000, 4000], trials)
@@ -67,7 +76,7 @@ def fill(url: str, trials: int, per_trial: int, name: str) -> float:
         }
         rows.append(
             {
-                "sweep_id": sweep.id,
+                "sweep_id": sweep_id,
                 "number": i,
                 "params": params,
                 "status": "COMPLETED",
@@ -80,20 +89,25 @@ def fill(url: str, trials: int, per_trial: int, name: str) -> float:
                 "train_seed": int(i % 3),
             }
         )
+    return rows
+
+
+def _insert_trials(engine: sa.Engine, rows: list[dict]) -> list[int]:
+    """Bulk-insert the trial rows; their ids in ``number`` order."""
     from spx.platform.store_models import Trial
 
+    sweep_id = rows[0]["sweep_id"]
     with engine.begin() as conn:
-        for start in range(0, trials, 10_000):
+        for start in range(0, len(rows), 10_000):
             conn.execute(sa.insert(Trial), rows[start : start + 10_000])
-        ids = [
-            r[0]
-            for r in conn.execute(
-                sa.text(f"SELECT id FROM trials WHERE sweep_id = {sweep.id} ORDER BY number")
-            )
-        ]
+        query = sa.text(f"SELECT id FROM trials WHERE sweep_id = {sweep_id} ORDER BY number")
+        return [r[0] for r in conn.execute(query)]
+
+
+def _insert_metrics(engine: sa.Engine, ids: list[int], per_trial: int) -> None:
+    """``per_trial`` curve rows per trial, four names: COPY on PostgreSQL, else batches."""
     names = ["train/loss", "val/loss", "model/sparsity", "model/params"]
-    per_name = per_trial // len(names)
-    step_values = np.arange(1, per_name + 1) * 10
+    step_values = np.arange(1, per_trial // len(names) + 1) * 10
     if engine.dialect.name == "postgresql":
         raw = engine.raw_connection()
         try:
@@ -101,30 +115,28 @@ def fill(url: str, trials: int, per_trial: int, name: str) -> float:
             for start in range(0, len(ids), 2_000):
                 buf = io.StringIO()
                 for tid in ids[start : start + 2_000]:
-                    for name_ in names:
+                    for name in names:
                         for s in step_values:
-                            buf.write(f"{tid}\t{s}\t{name_}\t{1.0 / s}\n")
+                            buf.write(f"{tid}\t{s}\t{name}\t{1.0 / s}\n")
                 with cur.copy("COPY metrics (trial_id, step, name, value) FROM STDIN") as copy:
                     copy.write(buf.getvalue())
             raw.commit()
         finally:
             raw.close()
-    else:
-        with engine.begin() as conn:
-            batch = []
-            for tid in ids:
-                for name_ in names:
-                    batch.extend(
-                        {"trial_id": tid, "step": int(s), "name": name_, "value": 1.0 / s}
-                        for s in step_values
-                    )
-                if len(batch) >= 200_000:
-                    conn.execute(INSERT_METRIC, batch)
-                    batch = []
-            if batch:
+        return
+    with engine.begin() as conn:
+        batch = []
+        for tid in ids:
+            for name in names:
+                batch.extend(
+                    {"trial_id": tid, "step": int(s), "name": name, "value": 1.0 / s}
+                    for s in step_values
+                )
+            if len(batch) >= 200_000:
                 conn.execute(INSERT_METRIC, batch)
-    engine.dispose()
-    return time.perf_counter() - started
+                batch = []
+        if batch:
+            conn.execute(INSERT_METRIC, batch)
 
 
 def median_s(fn, repeats: int = 3) -> tuple[float, object]:
