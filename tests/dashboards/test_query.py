@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -67,9 +68,76 @@ def test_write_statements_are_refused_and_change_nothing(seeded, store_url, sql)
 
 def test_bad_sql_is_a_config_error(seeded, store_url):
     with pytest.raises(ConfigError, match="rejected the query"):
+        run_query(store_url, "SELECT FROM WHERE")
+    with pytest.raises(ConfigError, match="rejected the query: 'selec' does not start a read"):
         run_query(store_url, "SELEC 1")
     with pytest.raises(ConfigError, match="empty"):
         run_query(store_url, "  ")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "/* why */ SELECT 1 AS a -- trailing\n;",
+        "SELECT a FROM (SELECT 1 AS a) AS t UNION SELECT 2",
+        "WITH x AS (SELECT 1 AS a) SELECT a FROM x",
+        "VALUES (1)",
+        "SELECT 'a;b' AS a",
+        "SELECT 1 AS a WHERE 'delete' <> 'COPY'",
+    ],
+)
+def test_reads_in_every_accepted_form_run(seeded, store_url, sql):
+    df = run_query(store_url, sql)
+    assert len(df) >= 1 and df.columns[0] in ("a", "column1")
+
+
+def test_explain_and_table_run(seeded, store_url):
+    explain = (
+        "EXPLAIN QUERY PLAN SELECT * FROM trials"
+        if "sqlite" in store_url
+        else "EXPLAIN (FORMAT JSON) SELECT * FROM trials"
+    )
+    assert len(run_query(store_url, explain)) >= 1
+    if "postgresql" in store_url:
+        assert len(run_query(store_url, "TABLE trials")) == 4
+
+
+def test_sql_reaches_the_driver_untouched(seeded, store_url):
+    df = run_query(store_url, "SELECT 10 % 3 AS m, '%s' AS p, '%(x)s' AS q")
+    assert df.to_dict("records") == [{"m": 1, "p": "%s", "q": "%(x)s"}]
+
+
+def test_an_empty_result_keeps_its_columns(seeded, store_url):
+    df = run_query(store_url, "SELECT number, status FROM trials WHERE number < 0")
+    assert list(df.columns) == ["number", "status"] and len(df) == 0
+
+
+def test_the_limit_cuts_rows_and_says_so(seeded, store_url):
+    sql = "SELECT * FROM metric_history ORDER BY trial_id, step, name"
+    cut = run_query(store_url, sql, limit=5)
+    assert len(cut) == 5 and cut.attrs["truncated"] is True
+    full = run_query(store_url, sql, limit=24)
+    assert len(full) == 24 and full.attrs["truncated"] is False
+
+
+def test_the_timeout_cancels_a_long_query(seeded, store_url):
+    endless = (
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r"
+    )
+    slow = endless if "sqlite" in store_url else "SELECT pg_sleep(20)"
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="--timeout: the query ran past 0.5 s"):
+        run_query(store_url, slow, timeout_s=0.5)
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("timeout_s", "limit", "field"),
+    [(0, 10, "--timeout"), (True, 10, "--timeout"), (1.0, 0, "--limit"), (1.0, True, "--limit")],
+)
+def test_bad_bounds_are_config_errors(seeded, store_url, timeout_s, limit, field):
+    with pytest.raises(ConfigError, match=field):
+        run_query(store_url, "SELECT 1", timeout_s=timeout_s, limit=limit)
 
 
 def test_downgrade_drops_the_views_and_upgrade_restores_them(seeded, store_url):
