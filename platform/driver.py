@@ -1,29 +1,30 @@
 """The sweep driver: asks the strategy, runs trials on Ray, and is the single writer.
 
 Order of a launch (ARCHITECTURE.md, "One sweep, end to end"): everything that can fail on
-bad input (the spec, SPX_HOME, the sweep name, what the cluster can place) is checked
-before the first row is written; then the sweep row, the MLflow experiment and parent run,
-and the trial loop (platform/scheduler.py), which keeps at most ``resources.concurrent``
-trials in flight.
+bad input (the spec, SPX_HOME, the sweep name, the tracking URI, what the cluster can place)
+and every backend that must open (the store, MLflow) is checked before the first row is
+written; then the sweep row, the MLflow experiment and parent run, and the trial loop
+(platform/scheduler.py), which keeps at most ``resources.concurrent`` trials in flight.
+Backends are first opened under ``homelock.setup_lock``: drivers starting at once on a
+fresh SPX_HOME take turns creating MLflow's and Optuna's tables.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from spx.errors import ConfigError, NotFoundError
-from spx.platform import cluster, lifecycle
+from spx.errors import ConfigError, NotFoundError, SpxError
+from spx.platform import cluster, homelock, lifecycle, paths, sizing
 from spx.platform.progress import PlainDisplay
 from spx.platform.runner import warm_up
 from spx.platform.scheduler import Scheduler, metric_value
-from spx.platform.settings import Settings, ensure_home
+from spx.platform.settings import Settings, ensure_home, mask_url
 from spx.platform.spec import SweepSpec, parse_spec, spec_hash, strategy_context, trial_config
 from spx.platform.store import Store, SweepRow, SweepStatus, TrialRow, TrialStatus
-from spx.platform.tracking import Tracker, sweep_params
+from spx.platform.tracking import Tracker, check_backend, sweep_params
 from spx.search.base import EarlyStopper
 from spx.search.early_stop import StopRule, build_stopper
 from spx.search.strategies import build_strategy
@@ -50,12 +51,16 @@ class Driver:
     spec_text: str
     settings: Settings
     display: PlainDisplay
+    force: bool = False
+    """Run trials whose memory estimate exceeds the largest Ray node's (``--force``)."""
     store: Store = field(init=False)
     tracker: Tracker = field(init=False)
 
     def prepare(self) -> None:
-        """Every check that needs no writes: SPX_HOME, the name, the cluster's capacity."""
+        """Every check before the sweep row: SPX_HOME, the tracking URI, the name, the
+        cluster's capacity; then MLflow opens (its tables made on first use)."""
         ensure_home(self.settings)
+        check_backend(self.settings.tracking_uri)  # milliseconds: before Ray starts
         self.store = Store.open(self.settings.store_url)
         try:
             self.store.get_sweep(self.spec.name)
@@ -67,10 +72,18 @@ class Driver:
                 field="name",
                 value=self.spec.name,
             )
-        cluster.connect(self.settings.ray_address)
+        cluster.connect(self.settings.ray_address, self.spec.import_path)
         r = self.spec.resources
         cluster.check_capacity(r.cpus_per_worker, r.gpus_per_worker, r.workers_per_trial)
+        if not self.force:
+            sizing.check_launch(self.spec, cluster.node_memory())
         self._warm_up()
+        self._open_tracker()
+
+    def _open_tracker(self) -> None:
+        """MLflow's client; on a fresh backend this creates its tables, one process at a time."""
+        with homelock.setup_lock(self.settings.home, [self.settings.tracking_uri]):
+            self.tracker = Tracker(self.settings.tracking_uri, self.settings.artifacts)
 
     def _warm_up(self) -> None:
         """Worker processes start importing while the driver sets up MLflow (runner.warm_up);
@@ -82,15 +95,19 @@ class Driver:
 
     def run(self) -> SweepOutcome:
         """Launch a new sweep."""
-        self.prepare()
-        sweep = self.store.create_sweep(
-            self.spec.name,
-            task=self.spec.task,
-            method=self.spec.method,
-            spec_text=self.spec_text,
-            spec_hash=spec_hash(self.spec_text),
-        )
-        self.tracker = Tracker(self.settings.tracking_uri, self.settings.artifacts)
+        try:
+            self.prepare()
+            sweep = self.store.create_sweep(
+                self.spec.name,
+                task=self.spec.task,
+                method=self.spec.method,
+                spec_text=self.spec_text,
+                spec_hash=spec_hash(self.spec_text),
+            )
+        except BaseException:
+            # `launch --detach` wrote a pid file naming this process; no sweep will run.
+            lifecycle.forget_driver(self.settings, self.spec.name)
+            raise
         exp, parent = self._start_tracking(sweep)
         # Re-read: `spx sweep stop` may have come in while MLflow was being set up.
         return self._execute(self.store.get_sweep(sweep.name), exp, parent, done={})
@@ -104,7 +121,7 @@ class Driver:
         lifecycle.claim(self.settings, sweep, trials, force=False)
         cluster.connect(self.settings.ray_address)
         self._warm_up()
-        self.tracker = Tracker(self.settings.tracking_uri, self.settings.artifacts)
+        self._open_tracker()
         for dead in lifecycle.settle(self.store, trials, self.spec.retries):
             if dead.failed:  # its retries are spent: keep what it reported, end its run
                 lifecycle.replay_journal(self.store, self.settings, sweep, dead.trial)
@@ -138,12 +155,14 @@ class Driver:
             mlflow_experiment_id=exp,
             mlflow_run_id=parent,
         )
-        storage = study_storage_url(self.settings.store_url)
-        strategy = build_strategy(self.spec.method, strategy_context(self.spec, storage))
-        self.display.start(sweep.name, strategy.total)
-        lifecycle.record_driver(self.settings, sweep.name)
-        status = SweepStatus.FAILED
+        status, error = SweepStatus.FAILED, None
         try:
+            lifecycle.record_driver(self.settings, sweep.name)
+            storage = study_storage_url(self.settings.store_url)
+            with homelock.setup_lock(self.settings.home, [storage] if storage else []):
+                # An Optuna method creates its study's tables here on first use.
+                strategy = build_strategy(self.spec.method, strategy_context(self.spec, storage))
+            self.display.start(sweep.name, strategy.total)
             folder = checkpoint_folder(self.settings, sweep)
             trials = Scheduler(self, sweep, strategy, exp, parent, done, self._stopper(), folder)
             trials.run()
@@ -151,11 +170,35 @@ class Driver:
         except KeyboardInterrupt:
             status = SweepStatus.STOPPED
             raise
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
-            self.display.stop()
-            self.store.update_sweep(sweep.id, status=status, finished=True)
+            self._close(sweep, parent, status, error)
+        return self.outcome(sweep.name)
+
+    def _close(
+        self, sweep: SweepRow, parent: str | None, status: SweepStatus, error: BaseException | None
+    ) -> None:
+        """End the sweep's row, its parent run and its pid file, each even when another
+        fails: on a full disk the store write fails, and the pid file must go all the same."""
+        self.display.stop()
+        reason = None if error is None else mask_url(f"{type(error).__name__}: {error}")[:5000]
+        try:
+            self.store.update_sweep(sweep.id, status=status, finished=True, error=reason)
+        except SpxError as exc:
+            if error is None:
+                raise
+            # The error already in flight says why; this one is its echo (the disk is full).
+            log.error("sweep %s could not be marked %s: %s", sweep.name, status.value, exc)
+        finally:
+            if reason is not None:
+                self.tracker.set_tags(parent, {"spx.error": reason})
             self.tracker.end_run(parent, "FINISHED" if status == "COMPLETED" else "KILLED")
-            lifecycle.forget_driver(self.settings, sweep.name)
+            try:
+                lifecycle.forget_driver(self.settings, sweep.name)
+            except OSError as exc:
+                log.error("could not remove the driver's pid file: %s", exc)
             if self.tracker.failures:
                 log.warning(
                     "%d MLflow calls failed or were skipped; `spx sweep sync %s` copies the "
@@ -163,7 +206,6 @@ class Driver:
                     self.tracker.failures,
                     sweep.name,
                 )
-        return self.outcome(sweep.name)
 
     def _stopper(self) -> EarlyStopper | None:
         rule, target = self.spec.early_stop, self.spec.stop_target()
@@ -204,15 +246,15 @@ def _value(trial: TrialRow, metric: str) -> float | None:
     return metric_value(trial.metrics, metric)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:60] or "sweep"
-
-
 def launch(
-    spec: SweepSpec, spec_text: str, settings: Settings, display: PlainDisplay
+    spec: SweepSpec,
+    spec_text: str,
+    settings: Settings,
+    display: PlainDisplay,
+    force: bool = False,
 ) -> SweepOutcome:
-    """Run a whole sweep and return its outcome."""
-    return Driver(spec, spec_text, settings, display).run()
+    """Run a whole sweep and return its outcome (``force``: skip the trial memory check)."""
+    return Driver(spec, spec_text, settings, display, force).run()
 
 
 def resume_sweep(
@@ -228,4 +270,5 @@ def resume_sweep(
 
 
 def checkpoint_folder(settings: Settings, sweep: SweepRow) -> Path:
-    return settings.checkpoints / f"{sweep.id}-{_slug(sweep.name)}"
+    """``checkpoints/<id>-<file name>/`` (or the folder an earlier version named)."""
+    return paths.sweep_folder(settings, sweep)

@@ -170,8 +170,10 @@ class Store:
         mlflow_run_id: str | None = None,
         started: bool = False,
         finished: bool = False,
+        error: str | None = None,
     ) -> None:
         """Set the given fields (None leaves one as it is); ``started``/``finished`` stamp now.
+        A sweep set RUNNING without an ``error`` has none (a resumed sweep runs again).
 
         Example: ``store.update_sweep(sweep.id, status=SweepStatus.RUNNING, started=True)``
         """
@@ -181,7 +183,10 @@ class Store:
             mlflow_run_id=mlflow_run_id,
             started_at=utcnow() if started else None,
             finished_at=utcnow() if finished else None,
+            error=error,
         )
+        if error is None and values.get("status") == SweepStatus.RUNNING.value:
+            values["error"] = None
         self._update(Sweep, sweep_id, values)
 
     def request_stop(self, name: str, cancel: bool = False) -> SweepRow:
@@ -244,6 +249,8 @@ class Store:
         heartbeat: bool = False,
     ) -> None:
         """Set the given fields (None leaves one as it is); the three flags stamp now.
+        A trial set COMPLETED or PRUNED without an ``error`` has none: an earlier attempt's
+        (the LOST one it was retried after) no longer applies.
 
         Example: ``store.update_trial(trial.id, status=TrialStatus.COMPLETED,
         metrics={"val/loss": 0.3}, finished=True)``
@@ -261,6 +268,8 @@ class Store:
             finished_at=now if finished else None,
             heartbeat_at=now if heartbeat else None,
         )
+        if error is None and values.get("status") in _ENDED_WELL:
+            values["error"] = None
         self._update(Trial, trial_id, values)
 
     def trials(self, sweep_id: int, status: TrialStatus | None = None) -> list[TrialRow]:
@@ -384,11 +393,14 @@ def _engine(url: str) -> Engine:
         raise ConfigError(
             "the store needs a sqlite or postgresql URL", field="store", value=mask_url(url)
         )
-    args: dict[str, Any] = {}
-    libpq = parsed.get_driver_name() in ("psycopg", "psycopg2")
-    if libpq and "connect_timeout" not in parsed.query:
-        args["connect_timeout"] = 10  # fail in seconds, not minutes, when a host is silent
-    return create_engine(parsed, pool_pre_ping=True, connect_args=args)
+    return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args(parsed))
+
+
+def connect_args(url: URL) -> dict[str, Any]:
+    """Driver arguments for a PostgreSQL connection: a 10 s ``connect_timeout`` unless the
+    URL sets one, so a silent host fails in seconds, not minutes."""
+    libpq = url.get_driver_name() in ("psycopg", "psycopg2")
+    return {"connect_timeout": 10} if libpq and "connect_timeout" not in url.query else {}
 
 
 def _make_parent(url: URL) -> None:
@@ -431,6 +443,9 @@ def _open_error(url: str, exc: BaseException) -> StoreError:
     return StoreError(
         f"cannot open the results store at {mask_url(url)}: {type(exc).__name__}: {detail}"
     )
+
+
+_ENDED_WELL = frozenset({TrialStatus.COMPLETED.value, TrialStatus.PRUNED.value})
 
 
 def _given(**values: Any) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Shapes of the results store: its tables (ORM), the row types it hands out, statuses.
 
 The schema itself is owned by the Alembic migrations in ``migrations/versions``; these
-classes mirror it for queries. Change both together (``0002_*.py`` plus the class here).
+classes mirror it for queries. Change both together (a new ``000N_*.py`` plus the class here).
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ class Sweep(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(Text)  # 0003: why the driver failed it
 
 
 class Trial(Base):
@@ -223,6 +224,8 @@ class SweepRow:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    error: str | None = None
+    """Why the sweep FAILED, when its driver could not finish it."""
 
     @classmethod
     def of(cls, sweep: Sweep) -> SweepRow:

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from spx.errors import ConfigError, TrackingError
+from spx.platform.paths import artifact_folder
 from spx.platform.settings import mask_url
 
 if TYPE_CHECKING:
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("spx.tracking")
 T = TypeVar("T")
 
+_SAFE_TAG = re.compile(r"[A-Za-z0-9_.-]+")
 _MAX_METRICS = 1000
 _MAX_PARAMS = 100
 OFFLINE_S = 30.0
@@ -41,6 +45,9 @@ def _quiet() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("alembic", "mlflow", "mlflow.store", "mlflow.tracking"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # It logs a whole traceback for each failed database write before raising; _safe says
+    # the same in one line.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 class Tracker:
@@ -53,7 +60,11 @@ class Tracker:
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         self.uri = tracking_uri
         self.artifact_root = artifact_root
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        check_backend(tracking_uri)  # MLflow retries a dead database for ~100 s
+        try:  # creates MLflow's tables on a fresh database (homelock.setup_lock)
+            self.client = MlflowClient(tracking_uri=tracking_uri)
+        except Exception as exc:  # MLflow raises its own, SQLAlchemy's and Alembic's errors
+            raise _open_error(tracking_uri, exc) from None
         self.failures = 0
         self._offline_until = 0.0
 
@@ -92,17 +103,43 @@ class Tracker:
         params: dict[str, Any],
         parent: str | None = None,
         tags: dict[str, str] | None = None,
+        reuse: dict[str, str] | None = None,
     ) -> str | None:
+        """A new run's id; with ``reuse`` (tags that identify it, see :meth:`find_run`) the
+        id of the run an earlier, interrupted call created, when there is one."""
         all_tags = dict(tags or {})
         if parent:
             all_tags["mlflow.parentRunId"] = parent
+        found = self.find_run(experiment_id, reuse) if reuse else None
 
         def start() -> str:
-            run = self.client.create_run(experiment_id, run_name=name, tags=all_tags)
-            self._log_params(run.info.run_id, params)
-            return run.info.run_id
+            run_id = found
+            if run_id is None:
+                run = self.client.create_run(experiment_id, run_name=name, tags=all_tags)
+                run_id = run.info.run_id
+            self._log_params(run_id, params)  # again for a found run: it may have none yet
+            return run_id
 
         return self._safe("start run", start)
+
+    def find_run(self, experiment_id: str, tags: dict[str, str]) -> str | None:
+        """The id of the newest active run of the experiment with all of ``tags`` (values
+        of letters, digits, ``-``, ``_`` and ``.`` only), or None.
+
+        Example: ``tracker.find_run(exp, {"mlflow.parentRunId": parent, "spx.trial": "3"})``
+        """
+        for value in tags.values():
+            if not _SAFE_TAG.fullmatch(value):
+                raise ValueError(f"a tag value to search for must match {_SAFE_TAG.pattern}")
+        query = " and ".join(f"tags.`{key}` = '{value}'" for key, value in sorted(tags.items()))
+
+        def find() -> str | None:
+            runs = self.client.search_runs(
+                [experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"]
+            )
+            return runs[0].info.run_id if runs else None
+
+        return self._safe("find run", find)
 
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -157,8 +194,106 @@ class Tracker:
             self._safe("end run", lambda: self.client.set_terminated(run_id, status=status))
 
 
+# The schemes MLflow's tracking-store registry serves (mlflow.tracking._tracking_service.utils),
+# known without importing MLflow, which takes seconds; a test keeps them equal to MLflow's.
+MLFLOW_SCHEMES = frozenset({"", "file", "databricks", "databricks-uc", "uc", "http", "https"})
+DATABASE_SCHEMES = frozenset({"postgresql", "mysql", "sqlite", "mssql"})
+
+
+def check_backend(tracking_uri: str) -> None:
+    """Fail before a sweep writes anything on a tracking URI MLflow cannot use.
+
+    ConfigError (exit 2) for a scheme MLflow does not serve or a database URL SQLAlchemy
+    cannot use; TrackingError (exit 1) for a database that cannot be opened (unreachable,
+    missing, not a database file). An HTTP server is not asked: a sweep runs on without it
+    and ``spx sweep sync`` catches up. Imports no MLflow, so it costs milliseconds.
+
+    >>> check_backend("http://127.0.0.1:1")  # not asked
+    >>> check_backend("postgres://u@db/x")
+    Traceback (most recent call last):
+    spx.errors.ConfigError: --tracking-uri: MLflow has no tracking store for the scheme ...
+    """
+    scheme = _scheme(tracking_uri)
+    if scheme in DATABASE_SCHEMES:
+        _probe_database(tracking_uri)
+    elif scheme not in MLFLOW_SCHEMES | _plugin_schemes():
+        raise ConfigError(
+            f"MLflow has no tracking store for the scheme {scheme!r} (it serves sqlite:///PATH, "
+            "postgresql://..., mysql://..., mssql://..., http(s)://..., databricks, file:PATH)",
+            field="--tracking-uri",
+            value=mask_url(tracking_uri),
+        )
+
+
+def _scheme(uri: str) -> str:
+    """The registry key MLflow would look ``uri`` up by (``postgresql+psycopg`` → postgresql)."""
+    from urllib.parse import urlparse
+
+    if uri in ("databricks", "databricks-uc", "uc"):
+        return uri
+    scheme = urlparse(uri).scheme.lower()
+    if len(scheme) == 1:  # a Windows drive letter: a local path
+        return ""
+    base = scheme.partition("+")[0]
+    return base if base in DATABASE_SCHEMES else scheme
+
+
+def _plugin_schemes() -> set[str]:
+    from importlib.metadata import entry_points
+
+    return {ep.name for ep in entry_points(group="mlflow.tracking_store")}
+
+
+def _probe_database(uri: str) -> None:
+    """Connect once, as MLflow would, and read the catalogue."""
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    from spx.platform.store import connect_args
+
+    try:
+        url = sa.make_url(uri)
+        if url.get_backend_name() == "sqlite":
+            path = url.database or ""
+            if path in ("", ":memory:") or not Path(path).expanduser().exists():
+                return  # MLflow creates the file
+        engine = sa.create_engine(url, poolclass=NullPool, connect_args=connect_args(url))
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+        raise ConfigError(
+            f"not a database URL SQLAlchemy can use ({_first_line(exc)})",
+            field="--tracking-uri",
+            value=mask_url(uri),
+        ) from None
+    sqlite = url.get_backend_name() == "sqlite"
+    query = "SELECT count(*) FROM sqlite_master" if sqlite else "SELECT 1"
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(query))
+    except sa.exc.SQLAlchemyError as exc:
+        raise _open_error(uri, exc) from None
+    finally:
+        engine.dispose()
+
+
+def _open_error(uri: str, exc: BaseException) -> TrackingError:
+    return TrackingError(
+        f"cannot open the MLflow tracking backend at {mask_url(uri)}: {_first_line(exc)}"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    # SQLAlchemy appends a "Background on this error" line; the first says what went wrong.
+    lines = mask_url(str(exc)).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def experiment_id(client: Any, name: str, artifact_root: Path | None) -> str:
-    """The id of the experiment named ``name`` (restored or created when it must be)."""
+    """The id of the experiment named ``name`` (restored or created when it must be).
+
+    The experiment keeps the sweep's exact name (MLflow takes up to 256 characters, the
+    sweep file 200); its artifact folder is the name's file-safe form, since the raw name
+    could climb out of ``artifact_root`` (``..``) or exceed MLflow's artifact-URI limit.
+    """
     found = client.get_experiment_by_name(name)
     if found is not None:
         if found.lifecycle_stage == "deleted":
@@ -166,7 +301,7 @@ def experiment_id(client: Any, name: str, artifact_root: Path | None) -> str:
         return found.experiment_id
     location = None
     if artifact_root is not None:
-        location = (Path(artifact_root) / name).resolve().as_uri()
+        location = artifact_folder(Path(artifact_root), name).resolve().as_uri()
     return client.create_experiment(name, artifact_location=location)
 
 
@@ -187,20 +322,13 @@ def param_text(value: Any) -> str:
 
 def ui_command(
     tracking_uri: str, artifact_root: Path, host: str = "127.0.0.1", port: int = 5000
-) -> list[str]:
-    """The command line that serves the MLflow UI on the same backend."""
-    return [
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        tracking_uri,
-        "--default-artifact-root",
-        Path(artifact_root).resolve().as_uri(),
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
+) -> tuple[list[str], dict[str, str]]:
+    """The command line that serves the MLflow UI on the same backend, and the environment
+    variables it needs. The backend's URL goes in the environment (the server reads
+    ``MLFLOW_BACKEND_STORE_URI``, its workers inherit it): ``ps`` shows a command line to
+    every user, password included."""
+    argv = ["mlflow", "ui", "--default-artifact-root", Path(artifact_root).resolve().as_uri()]
+    return argv + ["--host", host, "--port", str(port)], {"MLFLOW_BACKEND_STORE_URI": tracking_uri}
 
 
 def log_report(tracking_uri: str, run_id: str, files: list[Path]) -> int:

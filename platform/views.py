@@ -33,6 +33,7 @@ def sweep_dict(sweep: SweepRow, trials: list[TrialRow]) -> dict[str, Any]:
         "created_at": _time(sweep.created_at),
         "started_at": _time(sweep.started_at),
         "finished_at": _time(sweep.finished_at),
+        "error": sweep.error,
     }
 
 
