@@ -19,240 +19,56 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import math
+import sys
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import ValidationError
+
+from spx.errors import ConfigError, short_repr
+from spx.platform.limits import check_grid, load_yaml, read_text
+from spx.platform.sweep_models import (
+    GRIDS,
+    SPEC_METHODS,
+    EarlyStop,
+    Objective,
+    ParamSpec,
+    Range,
+    Replicates,
+    Resources,
+    SweepSpec,
+    Values,
 )
-
-from spx.errors import ConfigError
 from spx.search import nas
-from spx.search.base import Goal
 from spx.search.constraints import Constraints, parse_constraints
 from spx.search.nas import ARMS
 from spx.search.optuna_search import SAMPLERS, check_space
 from spx.search.replicates import SEED_KEY
-from spx.search.space import (
-    Axis,
-    Categorical,
-    Condition,
-    Conditions,
-    FloatRange,
-    IntRange,
-    Space,
-    search_order,
-)
-from spx.search.strategies import STRATEGIES, StrategyContext, build_strategy
-from spx.workers.config import TrialConfig, expand_keys, known_keys
-from spx.workers.tasks import build_task, task_class
+from spx.search.space import Categorical, search_order
+from spx.search.strategies import StrategyContext, build_strategy
+from spx.workers.config import TrialConfig, expand_keys, known_keys, type_reason
+from spx.workers.tasks import build_task
 
-GRIDS = ("grid", *ARMS)  # methods that enumerate the space (NAS methods add their arms)
-SPEC_METHODS = ("grid", "random", "tpe", "cmaes", "nsga2", "qmc", "random-nas", "dass", "oto")
-MAX_FILE_BYTES = 1_000_000
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Values(_Strict):
-    values: list[Any] = Field(min_length=1)
-
-
-class Range(_Strict):
-    min: float
-    max: float
-    log: bool = False
-    int: bool = False
-
-    @model_validator(mode="after")
-    def _check(self) -> Range:
-        if not (math.isfinite(self.min) and math.isfinite(self.max)):
-            raise ValueError(f"min and max must be finite (got min={self.min}, max={self.max})")
-        if self.min > self.max:
-            raise ValueError(f"min must not exceed max (got min={self.min}, max={self.max})")
-        if self.log and self.min <= 0:
-            raise ValueError(f"a log range needs min > 0 (got min={self.min})")
-        if self.int and (self.min != round(self.min) or self.max != round(self.max)):
-            raise ValueError(f"an int range needs whole bounds (got {self.min}..{self.max})")
-        return self
-
-    def axis(self) -> Axis:
-        if self.int:
-            return IntRange(int(self.min), int(self.max), self.log)
-        return FloatRange(self.min, self.max, self.log)
-
-
-def _axis_kind(value: Any) -> str:
-    return "values" if not isinstance(value, dict) or "values" in value else "range"
-
-
-ParamSpec = Annotated[
-    Annotated[Values, Tag("values")] | Annotated[Range, Tag("range")], Discriminator(_axis_kind)
+__all__ = [
+    "GRIDS",
+    "SPEC_METHODS",
+    "EarlyStop",
+    "Objective",
+    "ParamSpec",
+    "Range",
+    "Replicates",
+    "Resources",
+    "SweepSpec",
+    "Values",
+    "full_config",
+    "load_spec",
+    "parse_spec",
+    "resolve_trials",
+    "spec_hash",
+    "strategy_context",
+    "trial_config",
 ]
-
-
-class Objective(_Strict):
-    metric: str = "val/loss"
-    goal: Literal["minimize", "maximize"] = "minimize"
-
-
-class EarlyStop(_Strict):
-    """Stop trials early on ``metric`` (default: the first objective's), judged by an
-    Optuna pruner. ``grace``: steps every trial runs before it can be stopped;
-    ``reduction``: ASHA's and Hyperband's factor (keep the best 1/reduction at each rung).
-    ``goal`` is needed only when ``metric`` is not one of the objectives."""
-
-    type: Literal["asha", "median", "hyperband"]
-    metric: str | None = None
-    goal: Literal["minimize", "maximize"] | None = None
-    grace: int = Field(1, ge=1)
-    reduction: int = Field(3, ge=2)
-
-
-class Resources(_Strict):
-    concurrent: int = Field(2, ge=1, le=10_000)
-    workers_per_trial: int = Field(1, ge=1, le=1024)
-    cpus_per_worker: float = Field(1.0, gt=0, le=1024)
-    gpus_per_worker: float = Field(0.0, ge=0, le=64)
-
-
-class Replicates(_Strict):
-    """Run every sampled config once per seed (``train.seed``); the strategy learns the mean."""
-
-    seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(min_length=1, max_length=100)
-
-    @field_validator("seeds")
-    @classmethod
-    def _distinct(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v):
-            raise ValueError("give each seed once")
-        return v
-
-
-class SweepSpec(_Strict):
-    """A sweep file. Beside the searched ``parameters`` it may say:
-
-    - ``conditions``: ``{key: {parent: value or [values]}}`` searches ``key`` only while the
-      parameter ``parent`` (one with ``values``) takes one of those values; several parents
-      must all hold. Elsewhere ``key`` is absent from the trial's parameters, so the trial
-      keeps the default, or the value under ``fixed`` (a conditional key may be in both).
-      Grid runs the union of the grids (each config once); random search and the Optuna
-      samplers draw the parent first.
-    - ``constraints``: texts such as ``"prune.schedule.start < prune.schedule.end"`` that
-      compare trial keys and numbers with ``< <= > >= == !=`` (chains allowed). Each trial's
-      full config (defaults, fixed keys, parameters) must meet them before it is submitted:
-      grid drops the points that break one, random search draws again, Optuna skips the
-      trial. A constraint no config of the space meets is an error.
-    - ``replicates: {seeds: [0, 1, 2]}``: each sampled config runs once per seed
-      (``train.seed``); ``trials`` counts configs, so the sweep runs trials x seeds runs,
-      and an adaptive method learns from each config's mean.
-
-    >>> spec = parse_spec('''
-    ... name: demo
-    ... task: digits-mlp
-    ... parameters:
-    ...   prune.method: {values: [magnitude, nm]}
-    ...   prune.nm: {values: ["2:4", "1:4"]}
-    ... conditions:
-    ...   prune.nm: {prune.method: nm}
-    ... ''')
-    >>> [(c.prune.method, c.prune.nm) for c in resolve_trials(spec)]
-    [('magnitude', '2:4'), ('nm', '2:4'), ('nm', '1:4')]
-    """
-
-    name: str = Field(min_length=1, max_length=200)
-    task: str
-    method: str = "grid"
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    trials: int | None = Field(None, ge=1, le=1_000_000)
-    objective: Objective | list[Objective] = Objective()
-    fixed: dict[str, Any] = {}
-    parameters: dict[str, ParamSpec] = {}
-    conditions: dict[str, dict[str, Any]] = {}
-    constraints: list[str] = Field([], max_length=1000)
-    replicates: Replicates | None = None
-    early_stop: EarlyStop | None = None
-    resources: Resources = Resources()
-    retries: int = Field(1, ge=0, le=100)
-    description: str = ""
-
-    @field_validator("name")
-    @classmethod
-    def _printable(cls, v: str) -> str:
-        if not v.strip() or not v.isprintable() or "/" in v:
-            raise ValueError("a sweep name must be printable text without '/'")
-        return v
-
-    @field_validator("task")
-    @classmethod
-    def _task(cls, v: str) -> str:
-        try:
-            task_class(v)
-        except ConfigError as exc:
-            raise ValueError(exc.reason) from None
-        return v
-
-    @field_validator("method")
-    @classmethod
-    def _method(cls, v: str) -> str:
-        if v not in SPEC_METHODS:
-            raise ValueError(f"unknown method {v!r}; choose one of {list(SPEC_METHODS)}")
-        if v not in STRATEGIES:
-            raise ValueError(
-                f"method {v!r} is not available in this version of spx; "
-                f"available: {sorted(STRATEGIES)}"
-            )
-        return v
-
-    @property
-    def objectives(self) -> list[Objective]:
-        return self.objective if isinstance(self.objective, list) else [self.objective]
-
-    def space(self) -> Space:
-        return {
-            k: Categorical(tuple(p.values)) if isinstance(p, Values) else p.axis()
-            for k, p in self.parameters.items()
-        }
-
-    def search_conditions(self) -> Conditions:
-        return tuple(
-            Condition(key, parent, tuple(v) if isinstance(v, list) else (v,))
-            for key, parents in self.conditions.items()
-            for parent, v in parents.items()
-        )
-
-    def seeds(self) -> tuple[int, ...]:
-        """The replicate seeds (empty: each config runs once)."""
-        return tuple(self.replicates.seeds) if self.replicates else ()
-
-    def budget(self) -> int:
-        return self.trials if self.trials is not None else 10
-
-    def stop_target(self) -> tuple[str, Goal] | None:
-        """The metric early termination watches and its goal (None: no early_stop)."""
-        if self.early_stop is None:
-            return None
-        metric = self.early_stop.metric or self.objectives[0].metric
-        goals = {o.metric: o.goal for o in self.objectives}
-        goal = self.early_stop.goal or goals.get(metric)
-        if goal is None:
-            raise ConfigError(
-                f"say whether {metric} should be minimized or maximized (it is no objective)",
-                field="early_stop.goal",
-            )
-        return metric, goal
 
 
 def strategy_context(spec: SweepSpec, storage_url: str | None = None) -> StrategyContext:
@@ -284,42 +100,68 @@ def full_config(spec: SweepSpec, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_spec(path: str | Path, name: str | None = None) -> tuple[SweepSpec, str]:
-    """Read and validate a sweep file (``name`` overrides its name); returns spec and text."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("sweep file not found", field="file", value=str(path))
-    raw = path.read_bytes()
-    if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError(f"sweep file is larger than {MAX_FILE_BYTES} bytes", field="file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError("sweep file is not UTF-8 text", field="file", value=str(path)) from None
-    return parse_spec(text, name), text
+    """Read and validate a sweep file (``name`` overrides its name); returns spec and text.
+
+    A custom task (``task: module:Class``) may live beside the file: its folder joins the
+    import path, here and in every Ray worker (``spec.import_path``)."""
+    text = read_text(Path(path))
+    return parse_spec(text, name, Path(path).resolve().parent), text
 
 
-def parse_spec(text: str, name: str | None = None) -> SweepSpec:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+def parse_spec(text: str, name: str | None = None, folder: Path | None = None) -> SweepSpec:
+    """Validate a sweep file's text; ``folder``: its folder, where a custom task may live."""
+    data = load_yaml(text)
     if not isinstance(data, dict):
         raise ConfigError("a sweep file must be a YAML mapping of keys", field="file", value=data)
     if name is not None:
         data["name"] = name
+    if folder is not None and str(folder) not in sys.path:
+        # Appended, not prepended: a file beside the sweep never shadows a library module.
+        sys.path.append(str(folder))
     try:
-        spec = SweepSpec.model_validate(data)
+        spec = SweepSpec.model_validate(data, context={"folder": folder})
     except ValidationError as exc:
         raise _schema_error(exc) from None
+    if folder is not None:
+        spec._import_path = (str(folder),)
     _check_axes(spec)
     _check_search(spec)
     _check_conditions(spec)
     _check_replicates(spec)
-    _check_reported(spec, resolve_trials(spec))
+    _check_grid(spec)
+    configs = resolve_trials(spec)
+    _check_reported(spec, configs)
+    _check_grace(spec, configs)
     _check_comm(spec)
     return spec
+
+
+def _check_grace(spec: SweepSpec, configs: list[TrialConfig]) -> None:
+    """A grace as long as the longest trial stops nothing: every trial would end first."""
+    if spec.early_stop is None:
+        return
+    steps = max(c.train.steps for c in configs)
+    axis = spec.parameters.get("train.steps")  # an adaptive method may draw past the preview
+    if isinstance(axis, Range):
+        steps = max(steps, int(axis.max))
+    elif isinstance(axis, Values):
+        steps = max([steps] + [v for v in axis.values if type(v) is int])
+    grace = spec.early_stop.grace
+    if grace >= steps:
+        raise ConfigError(
+            f"every trial ends within the grace: the longest runs {steps} steps (train.steps), "
+            f"so early termination could never stop one; give a grace below {steps}",
+            field="early_stop.grace",
+            value=grace,
+        )
+
+
+def _check_grid(spec: SweepSpec) -> None:
+    """A grid (or NAS) method's points x arms x seeds are counted before they are built."""
+    if spec.method in GRIDS:
+        values = {k: a for k, a in spec.space().items() if isinstance(a, Categorical)}
+        runs = len(ARMS.get(spec.method, ("grid",))) * max(len(spec.seeds()), 1)
+        check_grid(values, spec.search_conditions(), runs)
 
 
 def _check_reported(spec: SweepSpec, configs: list[TrialConfig]) -> None:
@@ -337,7 +179,7 @@ def _check_reported(spec: SweepSpec, configs: list[TrialConfig]) -> None:
             hint = difflib.get_close_matches(metric, sorted(reported), n=1)
             did = f"did you mean {hint[0]!r}? " if hint else ""
             raise ConfigError(
-                f"no trial of this sweep reports {metric!r}; {did}"
+                f"no trial of this sweep reports {short_repr(metric)}; {did}"
                 f"they report: {', '.join(sorted(reported))}",
                 field=field,
                 value=metric,
@@ -449,6 +291,7 @@ def _check_axes(spec: SweepSpec) -> None:
             "a key cannot be both fixed and searched (unless a condition says when it is searched)",
             field=f"parameters.{key}",
         )
+    _check_set_once(spec.fixed)
     TrialConfig.from_flat(spec.task, dict(spec.fixed), "fixed.")
     for key, axis in spec.parameters.items():
         if spec.method in GRIDS and isinstance(axis, Range):
@@ -465,11 +308,28 @@ def _check_axes(spec: SweepSpec) -> None:
                 TrialConfig.from_flat(spec.task, {**spec.fixed, key: value})
             except ConfigError as exc:
                 bound = ("min", "max")[i] if isinstance(axis, Range) else ""
+                reason = exc.reason
+                if isinstance(axis, Range) and reason.startswith("must be a whole number"):
+                    reason = "a whole-number key needs a range with `int: true`"
                 raise ConfigError(
-                    exc.reason,
+                    reason,
                     field=where or f"parameters.{key}.{bound}",
                     value=value,
                 ) from None
+
+
+def _check_set_once(fixed: dict[str, Any]) -> None:
+    """``train.steps`` and ``train: {steps: ...}`` are one key: the YAML loader cannot see
+    that it is given twice, so ``fixed`` is checked once its mappings are expanded."""
+    first: dict[str, str] = {}
+    for name, value in fixed.items():
+        for key in expand_keys({name: value}):
+            if key in first:
+                raise ConfigError(
+                    f"this key is given twice (under {first[key]!r} and under {name!r}); keep one",
+                    field=f"fixed.{key}",
+                )
+            first[key] = name
 
 
 def _schema_error(exc: ValidationError) -> ConfigError:
@@ -482,7 +342,7 @@ def _schema_error(exc: ValidationError) -> ConfigError:
         return _unknown_key(loc)
     if err["type"] == "missing":
         return ConfigError("required key is missing", field=field)
-    msg = err["msg"].removeprefix("Value error, ")
+    msg = type_reason(err) or err["msg"].removeprefix("Value error, ")
     value = err.get("input", ...)
     return ConfigError(msg, field=field, value=value if not isinstance(value, dict) else ...)
 

@@ -129,6 +129,43 @@ def grid_points(space: dict[str, Categorical], conditions: Conditions = ()) -> l
     return [{k: p[k] for k in space if k in p} for p in points]
 
 
+def grid_size(
+    space: Mapping[str, Categorical], conditions: Conditions = (), cap: int | None = None
+) -> tuple[int, bool]:
+    """How many points :func:`grid_points` returns, counted without building them.
+
+    Returns ``(count, exact)``. Only the parents' values are enumerated (a state per
+    combination of them, with the number of points it stands for); when there are more
+    than ``cap`` such states the count stops, and is a lower bound above ``cap``.
+
+    >>> space = {"m": Categorical(("a", "nm")), "nm": Categorical((1, 2, 3))}
+    >>> space["x"] = Categorical((0, 1))
+    >>> grid_size(space, (Condition("nm", "m", ("nm",)),))
+    (8, True)
+    >>> grid_size({f"k{i}": Categorical(tuple(range(10))) for i in range(30)})
+    (1000000000000000000000000000000, True)
+    """
+    parents = {c.parent for c in conditions}
+    states: dict[tuple[tuple[str, int], ...], int] = {(): 1}  # parents' value indices -> points
+    for key in search_order(space, conditions):
+        values = space[key].values
+        grown: dict[tuple[tuple[str, int], ...], int] = {}
+        for state, count in states.items():
+            taken = {k: space[k].values[i] for k, i in state}
+            if not active(key, taken, conditions):
+                branches = [(state, count)]
+            elif key in parents:
+                branches = [((*state, (key, i)), count) for i in range(len(values))]
+            else:
+                branches = [(state, count * len(values))]
+            for new, n in branches:
+                grown[new] = grown.get(new, 0) + n
+        states = grown
+        if cap is not None and len(states) > cap:
+            return max(sum(states.values()), cap + 1), False
+    return sum(states.values()), True
+
+
 def _check_condition(space: Mapping[str, Axis], c: Condition) -> None:
     where = f"conditions.{c.key}"
     if c.key not in space:

@@ -38,7 +38,34 @@ class FieldError(ValueError):
 
 
 class _Node(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a boolean or a text is no number (YAML's `true` would train 1 step), a number
+    # is no text; an int is still a valid float.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+_TYPE_NAMES = {
+    "int_type": "a whole number",
+    "float_type": "a number",
+    "string_type": "text (quote it if the number is meant as text)",
+    "bool_type": "true or false",
+}
+
+
+def type_reason(err: Any) -> str | None:
+    """A plain message for a pydantic type error (a wrong kind of value), else None.
+
+    >>> type_reason({"type": "float_type", "input": True})
+    'must be a number, not a boolean'
+    """
+    wanted = _TYPE_NAMES.get(err["type"])
+    if wanted is None:
+        return None
+    got = err.get("input")
+    kind = {bool: "a boolean", str: "text", int: "a whole number", float: "a fraction"}
+    found = kind.get(type(got), type(got).__name__)
+    if err["type"] == "int_type" and isinstance(got, float) and got == int(got):
+        found = "a float (write it without the decimal point)"
+    return f"must be {wanted}, not {found}"
 
 
 class ModelConfig(_Node):
@@ -60,7 +87,19 @@ class TrainConfig(_Node):
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     report_every: int = Field(25, ge=1, description="steps between metric reports")
-    checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0: at end")
+    checkpoint_every: int | Literal["auto"] = Field(
+        "auto",
+        description="steps between checkpoints; auto: every 10 % of the trial's steps and "
+        "at least every 5 minutes; 0: only at the end",
+    )
+
+    @field_validator("checkpoint_every", mode="before")
+    @classmethod
+    def _checkpoint_every(cls, every: Any) -> Any:
+        whole = isinstance(every, int) and not isinstance(every, bool) and every >= 0
+        if every == "auto" or whole:
+            return every
+        raise ValueError('must be "auto" or a whole number of steps >= 0')
 
 
 class ScheduleConfig(_Node):
@@ -190,7 +229,7 @@ class CommConfig(_Node):
     @field_validator("bits", mode="before")
     @classmethod
     def _bits(cls, bits: Any) -> Any:
-        if bits not in (2, 4, 8):
+        if type(bits) is not int or bits not in (2, 4, 8):  # 4.0 and True are no bit widths
             raise ValueError("must be one of 2, 4, 8")
         return bits
 
@@ -252,7 +291,9 @@ class NasConfig(_Node):
     nodes: int = Field(3, ge=2, le=16, description="dass/darts: intermediate nodes per cell")
     channels: int = Field(8, ge=1, le=4096, description="dass/darts: supernet channels")
     ops: tuple[str, ...] = Field(
-        DARTS_OPS + SPARSE_OPS, description="dass/darts: candidate ops on every edge"
+        DARTS_OPS + SPARSE_OPS,
+        description="dass/darts: candidate ops on every edge",
+        strict=False,  # a YAML list is a fine tuple; its items are still checked as text
     )
     score: Literal["magnitude", "learned"] = Field(
         "magnitude", description="dass: sparse-op mask scores, |w| or learned (straight-through)"
@@ -392,7 +433,7 @@ def _insert(tree: dict[str, Any], parts: list[str], value: Any, where: str) -> N
 def _to_config_error(exc: ValidationError, where: str) -> ConfigError:
     err = exc.errors()[0]
     parts = [str(p) for p in err["loc"] if p != "task"]
-    msg = err["msg"].removeprefix("Value error, ")
+    msg = type_reason(err) or err["msg"].removeprefix("Value error, ")
     value = err.get("input", ...)
     cause = err.get("ctx", {}).get("error")
     if isinstance(cause, FieldError):  # a cross-field check names its own key and value

@@ -1,7 +1,9 @@
 """The malformed-sweep corpus (tests/e2e/bad_sweeps): every file exits 2 naming its field.
 
-Each file's first line says which field the message must name (`# expect: FIELD`); files
-that cannot carry a comment (binary junk) must name `file`. Runs the CLI's own `main` in
+Each file's first line is text the message must contain (`# expect: TEXT`): the field, and
+for the strict-input files (a boolean or text where a number goes, a key given twice, a
+grace no trial outlasts, an echoed value cut short) the message itself. Files that cannot
+carry a comment (binary junk) must name `file`. Runs the CLI's own `main` in
 this process (the subprocess path is covered by test_bad_input.py) so the corpus stays
 fast.
 """

@@ -312,3 +312,52 @@ def test_the_conditional_example_validates():
     for c in configs:
         assert (c.prune.sparsity == 0.0) == (c.prune.method == "nm")
         assert c.prune.schedule.start < c.prune.schedule.end
+
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+
+
+def test_there_are_examples_to_check():
+    assert len(EXAMPLES) >= 8
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_every_example_validates_unchanged(path):
+    spec, text = load_spec(path)
+    assert text == path.read_text() and resolve_trials(spec, limit=1)
+
+
+@pytest.mark.parametrize(
+    "fixed, field, value",
+    [
+        ("train.steps: true", "fixed.train.steps", True),
+        ("train.lr: yes", "fixed.train.lr", "yes"),
+        ("train.lr: '0.01'", "fixed.train.lr", "0.01"),
+        ("prune.nm: 24", "fixed.prune.nm", 24),
+        ("prune.schedule.every: 2.5", "fixed.prune.schedule.every", 2.5),
+        ("prune.embeddings: 1", "fixed.prune.embeddings", 1),
+    ],
+)
+def test_a_value_of_the_wrong_kind_is_refused_not_converted(fixed, field, value):
+    with pytest.raises(ConfigError) as info:
+        parse_spec(HEAD + f"fixed: {{{fixed}}}\n")
+    assert (info.value.field, info.value.value) == (field, value)
+
+
+def test_true_false_and_numbers_still_read_as_written():
+    fixed = "{prune.embeddings: true, train.lr: 1e-3, train.steps: 40, prune.nm: 1:4}"
+    spec = parse_spec(HEAD + f"fixed: {fixed}\n")
+    cfg = resolve_trials(spec)[0]
+    assert (cfg.prune.embeddings, cfg.train.lr, cfg.train.steps) == (True, 0.001, 40)
+    assert spec.fixed["prune.nm"] == "1:4"  # YAML 1.1 read 1:4 as the number 64
+
+
+def test_a_custom_task_is_imported_from_the_sweep_files_folder(tmp_path):
+    (tmp_path / "h8_spec_task.py").write_text(
+        "from spx.workers.tasks import DigitsMLP\nclass T(DigitsMLP):\n    pass\n"
+    )
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: s\ntask: h8_spec_task:T\n")
+    spec, _ = load_spec(sweep)
+    assert spec.import_path == (str(tmp_path.resolve()),)
+    assert parse_spec(HEAD).import_path == ()
