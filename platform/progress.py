@@ -23,6 +23,10 @@ class Display(Protocol):
     def stop(self) -> None: ...
 
 
+FINAL = frozenset({"COMPLETED", "PRUNED", "FAILED"})
+"""The states a trial ends in; a LOST attempt is retried, so its trial is not done yet."""
+
+
 @dataclass
 class _Tally:
     metric: str
@@ -30,18 +34,32 @@ class _Tally:
     total: int | None = None
     started_at: float = field(default_factory=time.monotonic)
     running: dict[int, tuple[int, float | None]] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
+    ended: dict[int, str] = field(default_factory=dict)
+    """Each trial's latest end (one entry per trial, however many attempts it took)."""
     best: tuple[int, float] | None = None
     durations: list[float] = field(default_factory=list)
     begun: dict[int, float] = field(default_factory=dict)
 
+    def start(self, number: int) -> None:
+        self.begun.setdefault(number, time.monotonic())  # a retry keeps its first start
+        self.running[number] = (0, None)
+        self.ended.pop(number, None)  # a LOST attempt runs again
+
     def finish(self, number: int, status: str, value: float | None) -> None:
         self.running.pop(number, None)
-        self.counts[status] = self.counts.get(status, 0) + 1
-        if number in self.begun:
+        self.ended[number] = status
+        if status in FINAL and number in self.begun:
             self.durations.append(time.monotonic() - self.begun.pop(number))
         if status == "COMPLETED" and value is not None and self._better(value):
             self.best = (number, value)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many trials are in each end state now."""
+        out: dict[str, int] = {}
+        for status in self.ended.values():
+            out[status] = out.get(status, 0) + 1
+        return out
 
     def _better(self, value: float) -> bool:
         if self.best is None:
@@ -49,7 +67,8 @@ class _Tally:
         return value < self.best[1] if self.goal == "minimize" else value > self.best[1]
 
     def done(self) -> int:
-        return sum(self.counts.values())
+        """Trials that ended for good: never more than the sweep has."""
+        return sum(status in FINAL for status in self.ended.values())
 
     def eta(self, concurrent: int) -> float | None:
         if self.total is None or not self.durations:
@@ -80,8 +99,7 @@ class PlainDisplay:
         self._say(f"sweep {name}: {total if total is not None else '?'} trials")
 
     def started(self, number: int, params: dict[str, Any]) -> None:
-        self.tally.begun[number] = time.monotonic()
-        self.tally.running[number] = (0, None)
+        self.tally.start(number)
         shown = ", ".join(f"{k}={v}" for k, v in params.items())
         self._say(f"trial {number} started  {shown}")
 

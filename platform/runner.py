@@ -51,14 +51,13 @@ class InboxReporter:
     def __init__(self, inbox: Any, number: int, attempt: int, trial_dir: Path):
         self.inbox, self.number, self.attempt = inbox, number, attempt
         self.journal = trial_dir / JOURNAL
+        end_torn_line(self.journal)
 
     def _send(self, event: dict[str, Any]) -> bool:
         return send(self.inbox, {"number": self.number, "attempt": self.attempt, **event})
 
     def report(self, step: int, metrics: dict[str, float]) -> bool:
-        line = json.dumps({"step": step, "metrics": metrics}, allow_nan=True)
-        with self.journal.open("a") as fh:
-            fh.write(line + "\n")
+        write_report(self.journal, step, metrics)
         return not self._send({"kind": "report", "step": step, "metrics": metrics})
 
     def artifact(self, step: int, name: str, table: dict[str, list]) -> None:
@@ -93,19 +92,48 @@ def send(inbox: Any, event: dict[str, Any]) -> bool:
     return bool(ray.get(inbox.put.remote(event)))
 
 
+def write_report(journal: Path, step: int, metrics: dict[str, float]) -> None:
+    """Append one report to a journal (one JSON line)."""
+    line = json.dumps({"step": step, "metrics": metrics}, allow_nan=True)
+    with journal.open("a") as fh:
+        fh.write(line + "\n")
+
+
+def end_torn_line(journal: Path) -> None:
+    """End a line that a dead attempt left half-written, so the next attempt's first report
+    starts a line of its own instead of being glued to the torn one (and lost with it)."""
+    try:
+        with journal.open("rb") as fh:
+            if fh.seek(0, os.SEEK_END) == 0:
+                return
+            fh.seek(-1, os.SEEK_END)
+            torn = fh.read(1) != b"\n"
+    except FileNotFoundError:
+        return
+    if torn:
+        with journal.open("ab") as fh:
+            fh.write(b"\n")
+
+
 def read_journal(trial_dir: Path) -> list[tuple[int, dict[str, float]]]:
-    """The (step, metrics) reports a trial wrote, in order; a torn last line is skipped."""
+    """The (step, metrics) reports a trial wrote, one per step in step order; a torn line
+    is skipped.
+
+    An attempt that resumed from a checkpoint at step s reports the steps after s again
+    (appended to the same journal): the latest value of each (step, metric) wins, as in
+    the store.
+    """
     path = Path(trial_dir) / JOURNAL
     if not path.is_file():
         return []
-    out = []
+    by_step: dict[int, dict[str, float]] = {}
     for line in path.read_text().splitlines():
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
             continue  # the process died mid-write: that report never reached anyone
-        out.append((int(entry["step"]), entry["metrics"]))
-    return out
+        by_step.setdefault(int(entry["step"]), {}).update(entry["metrics"])
+    return sorted(by_step.items())
 
 
 def execute(
@@ -135,12 +163,13 @@ def execute(
         send(inbox, {"kind": "started", "number": job.number, "attempt": job.attempt, "node": node})
     cfg = TrialConfig.model_validate(job.config)
     task = build_task(cfg.task, Path(job.data_dir))
-    reporter = InboxReporter(inbox, job.number, job.attempt, folder)
+    # Only rank 0 reports, so only it opens the journal.
+    reporter = InboxReporter(inbox, job.number, job.attempt, folder) if rank == 0 else None
     comm = _join(rank, world, rendezvous, cfg.comm.timeout_s) if world > 1 else None
     try:
         ckpt = folder / f"checkpoint{suffix}"
         metrics, pruned = (
-            nas.run_trial(cfg, task, reporter if rank == 0 else ListReporter(), ckpt, comm),
+            nas.run_trial(cfg, task, reporter or ListReporter(), ckpt, comm),
             None,
         )
     except TrialPruned as stop:
