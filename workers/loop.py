@@ -37,7 +37,7 @@ from torch import nn
 
 from spx.errors import TrialError, TrialPruned
 from spx.workers import checkpoint
-from spx.workers.accounting import Accountant
+from spx.workers.accounting import BACKWARD_FACTOR, Accountant
 from spx.workers.config import TrialConfig
 from spx.workers.distributed import Communicator
 from spx.workers.engine import Engine, build_engine
@@ -111,13 +111,21 @@ def build_optimizer(cfg: TrialConfig, model: nn.Module) -> torch.optim.Optimizer
 _INIT_LOCK = threading.Lock()
 
 
-def build_state(cfg: TrialConfig, task: Task, rank: int = 0) -> State:
-    """A fresh trial state; ``rank`` picks a worker's own data shard (its data seed)."""
+def build_state(cfg: TrialConfig, task: Task, rank: int = 0, workers: int = 1) -> State:
+    """A fresh trial state; ``rank`` picks a worker's own data shard (its data seed), and
+    ``workers`` (the group's size) makes ``data/tokens`` and compute count every worker's."""
     with _INIT_LOCK:  # init reads torch's global RNG; ranks may be threads of one process
         torch.manual_seed(cfg.train.seed)
         model = task.build_model(cfg)
         pruner = build_pruner(cfg, model)
-    accountant = Accountant.build(model, pruner.masks, task.example_input(cfg))
+    per_batch = task.tokens_per_batch(cfg)
+    accountant = Accountant.build(
+        model,
+        pruner.masks,
+        task.example_input(cfg),
+        tokens_per_example=per_batch / cfg.train.batch_size,
+        tokens_per_step=per_batch * workers,  # each worker trains on its own batch
+    )
     generator = torch.Generator().manual_seed(cfg.train.seed + 1 + 1_000_003 * rank)
     optimizer = build_optimizer(cfg, model)
     engine = build_engine(cfg, model, optimizer, pruner.masks)
@@ -134,7 +142,10 @@ def train(
     """Train one trial to the pruner's ``total_steps`` (``train.steps`` for every method
     but lottery, whose rounds train on); return its final metrics. With ``comm`` this is
     one worker of a group that synchronises as ``cfg.comm`` says (module docstring)."""
-    state = build_state(cfg, task, comm.rank if comm is not None else 0)
+    if comm is None:
+        state = build_state(cfg, task)
+    else:
+        state = build_state(cfg, task, comm.rank, comm.world)
     try:
         return _run(state, task, reporter, checkpoint_dir, comm)
     finally:
@@ -159,12 +170,15 @@ def _run(
         state.engine.reload()
     batches = task.batches(cfg, state.generator)
     window: list[float] = []
-    started = time.perf_counter()
+    started = saved_at = time.perf_counter()
     while state.step < total:
         loss, changed = advance(state, task, next(batches))
         window.append(loss)
-        if checkpoint_dir is not None and _checkpoint_due(cfg, state.step, total):
+        # Ranks of a group must save at the same steps, so only a lone worker goes by time.
+        waited = time.perf_counter() - saved_at if state.sync is None else 0.0
+        if checkpoint_dir is not None and checkpoint_due(cfg, state.step, total, waited):
             save(state, checkpoint_dir)
+            saved_at = time.perf_counter()
         due = state.step % cfg.train.report_every == 0 or state.step == total
         if due or changed:
             keep_going = _report(state, task, reporter, window, time.perf_counter() - started)
@@ -244,7 +258,6 @@ def _metrics(
     metrics = {
         "train/loss": sum(window) / len(window),
         "time/step_s": elapsed / len(window),
-        "data/tokens": float(state.step * task.tokens_per_batch(cfg)),
     }
     metrics.update(_evaluate(state, task, cfg))
     metrics.update(state.accountant.metrics())
@@ -265,7 +278,6 @@ def _final(state: State, task: Task, cfg: TrialConfig) -> dict[str, float]:
     final.update(state.accountant.metrics())
     if state.sync is not None:
         final.update(state.sync.metrics())
-    final["data/tokens"] = float(state.step * task.tokens_per_batch(cfg))
     if cfg.prune.method in COMPACTABLE and (state.sync is None or state.sync.rank == 0):
         final.update(_compaction(state, task, cfg))
     return final
@@ -281,7 +293,9 @@ LOOP_METRICS = (
     "model/params",
     "model/params_avg",
     "model/flops",
+    "model/flops_per_token",
     "model/collapsed_layers",
+    "compute/train_flops",
 )
 COMM_METRICS = (
     "comm/bytes_sent",
@@ -329,9 +343,26 @@ def _compaction(state: State, task: Task, cfg: TrialConfig) -> dict[str, float]:
     return {**counts.metrics(), "compact/max_abs_diff": float(diff)}
 
 
-def _checkpoint_due(cfg: TrialConfig, step: int, total: int) -> bool:
-    every = cfg.train.checkpoint_every
-    return step == total or (every > 0 and step % every == 0)
+AUTO_FRACTION = 10
+"""``checkpoint_every: auto`` saves every 1/AUTO_FRACTION of the trial's steps ..."""
+AUTO_INTERVAL_S = 300.0
+"""... and after AUTO_INTERVAL_S seconds without a save, whichever comes first."""
+
+
+def checkpoint_due(cfg: TrialConfig, step: int, total: int, since_save_s: float = 0.0) -> bool:
+    """Whether the loop saves after ``step`` of ``total``: always at the end; every
+    ``train.checkpoint_every`` steps (0: never before the end); ``auto``: every 10 % of the
+    steps or once ``since_save_s`` passes 5 minutes, so a crash costs at most about that."""
+    if step == total:
+        return True
+    setting = cfg.train.checkpoint_every
+    if setting == "auto":
+        if since_save_s >= AUTO_INTERVAL_S:
+            return True
+        every = max(1, math.ceil(total / AUTO_FRACTION))
+    else:
+        every = setting
+    return every > 0 and step % every == 0
 
 
 def save(state: State, folder: Path) -> None:
@@ -349,6 +380,7 @@ def save(state: State, folder: Path) -> None:
         "optimizer": opt_rest,
         "params_sum": state.accountant.params_sum,
         "acct_steps": state.accountant.steps,
+        "train_flops": state.accountant.train_flops,
     }
     if state.sync is not None:
         sync_tensors, meta["sync"] = state.sync.state_dict()
@@ -374,8 +406,11 @@ def restore(state: State, folder: Path) -> bool:
     torch.set_rng_state(tensors["rng/torch"])
     state.generator.set_state(tensors["rng/data"])
     state.step = meta["step"]
-    state.accountant.params_sum = meta["params_sum"]
-    state.accountant.steps = meta["acct_steps"]
+    acct = state.accountant
+    acct.params_sum, acct.steps = meta["params_sum"], meta["acct_steps"]
+    # A checkpoint from before compute was counted: as if at today's masks throughout.
+    since_start = BACKWARD_FACTOR * acct.flops_per_token() * acct.tokens()
+    acct.train_flops = meta.get("train_flops", since_start)
     if state.sync is not None:
         sync = {k[len("sync/") :]: v for k, v in tensors.items() if k.startswith("sync/")}
         state.sync.load_state_dict(sync, meta["sync"])

@@ -2,6 +2,9 @@
 
 Prunable by default: the ``.weight`` of every Linear and Conv layer; embedding tables only
 when asked (and never a weight tied to an embedding unless asked). Never biases or norms.
+Masks are keyed by tensor, not by module: a weight several modules share (code-gpt's head
+is tied to its token embedding) has one mask under its first name, so it is pruned once and
+counted once.
 (ALGORITHMS.md, cross-cutting notes.) A model may name weights it keeps dense whatever the
 method in a ``dense_weights`` attribute (the CNN's stem conv, as §6 and §7 advise); they
 are then not prunable and count as non-prunable parameters.
@@ -20,18 +23,36 @@ _PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def prunable_weights(model: nn.Module, embeddings: bool = False) -> dict[str, nn.Parameter]:
-    """Name -> weight of every prunable layer, in module order."""
-    tied = set()
+    """Name -> weight of every prunable layer, in module order, one entry per tensor: a
+    weight shared by several modules appears once, under the first module's name."""
+    skip = {id(model.get_parameter(n)) for n in getattr(model, "dense_weights", ())}
     if not embeddings:
-        tied = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+        skip |= {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     kinds = _PRUNABLE + ((nn.Embedding,) if embeddings else ())
-    dense = {id(model.get_parameter(n)) for n in getattr(model, "dense_weights", ())}
     out: dict[str, nn.Parameter] = {}
     for name, module in model.named_modules():
         weight = getattr(module, "weight", None)
-        key = f"{name}.weight" if name else "weight"
-        if isinstance(module, kinds) and weight is not None and id(weight) not in tied | dense:
-            out[key] = weight
+        if isinstance(module, kinds) and weight is not None and id(weight) not in skip:
+            out[f"{name}.weight" if name else "weight"] = weight
+            skip.add(id(weight))  # an alias later in module order shares this mask
+    return out
+
+
+def mask_names(model: nn.Module, weights: dict[str, nn.Parameter]) -> dict[str, str]:
+    """``<module>.weight`` -> the name of its mask in ``weights``, for every module whose
+    weight has one (tied modules map to the same mask; matched by tensor identity).
+
+    >>> tied = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    >>> tied[1].weight = tied[0].weight
+    >>> mask_names(tied, prunable_weights(tied))
+    {'0.weight': '0.weight', '1.weight': '0.weight'}
+    """
+    owner = {id(w): name for name, w in weights.items()}
+    out: dict[str, str] = {}
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, Tensor) and id(weight) in owner:
+            out[f"{name}.weight" if name else "weight"] = owner[id(weight)]
     return out
 
 
