@@ -4,7 +4,9 @@ A law predicts ``L = sum_k exp(t_k)`` with ``t_k = theta[i_k] - theta[j_k] * log
 (a constant term has no exponent), i.e. ``log L = LSE(t_1, ..., t_K)``: the
 parametrisation of Hoffmann et al. (2022). The fit minimises the Huber loss (delta 1e-3)
 of ``log L - LSE(...)`` with L-BFGS, started from the best few points of a grid scaled
-to the data, and keeps the best converged optimum.
+to the data, and keeps the best converged optimum. The parameters are boxed (``BOUNDS``)
+so no start can run off to an overflow; ``flat_parameters`` says which of them the data
+leave free at an optimum.
 
 >>> import numpy as np
 >>> law = LAWS["power"]
@@ -24,7 +26,16 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
-__all__ = ["LAWS", "Law", "Optimum", "design", "fit_theta", "predict_log"]
+__all__ = [
+    "BOUNDS",
+    "LAWS",
+    "Law",
+    "Optimum",
+    "design",
+    "fit_theta",
+    "flat_parameters",
+    "predict_log",
+]
 
 DELTA = 1e-3  # Huber threshold on log-loss residuals, as in Hoffmann et al.
 STARTS = 8  # L-BFGS runs, from the best points of the initial grid
@@ -33,6 +44,12 @@ _MULTISTART_POINTS = 2000  # above this, the starts run on a subsample, then one
 _EXPONENTS = (0.1, 0.3, 0.5, 1.0, 2.0)
 _OFFSETS = (-4.0, -2.0, 0.0, 1.5)  # log of a term's size at the mean input, vs. mean loss
 _FLOORS = (-3.0, -1.0, -0.3, -0.05)  # log of the constant term vs. the smallest loss
+BOUNDS = {"intercept": 300.0, "exponent": 10.0}
+"""The box of the fit: |log intercept| <= 300 keeps exp() finite (it overflows past 709),
+|exponent| <= 10 is far beyond any scaling law. An optimum on the box is not a fit."""
+FLAT = 1e-10  # an eigenvalue of the (normalised) curvature this far below the top is zero
+NEGLIGIBLE = 1e-4  # a term whose share of the predicted loss is below this at every point
+# moves no prediction past the noise of any real sweep: its parameters are not pinned
 
 
 @dataclass(frozen=True)
@@ -48,11 +65,23 @@ class Law:
     def n_inputs(self) -> int:
         return sum(k is not None for _, _, k in self.terms)
 
+    @property
+    def exponents(self) -> set[int]:
+        """Indices of the parameters that are exponents (the others are log intercepts)."""
+        return {j for _, j, _ in self.terms if j is not None}
+
+    def bounds(self) -> list[tuple[float, float]]:
+        """The ``BOUNDS`` box, one (low, high) per parameter."""
+        return [
+            (-b, b)
+            for i in range(len(self.params))
+            for b in [BOUNDS["exponent" if i in self.exponents else "intercept"]]
+        ]
+
     def coefficients(self, theta: np.ndarray) -> dict[str, float]:
         """Reported coefficients: intercepts exponentiated, exponents as they are."""
-        exponents = {j for _, j, _ in self.terms if j is not None}
         return {
-            name: float(theta[i] if i in exponents else np.exp(theta[i]))
+            name: float(theta[i] if i in self.exponents else np.exp(theta[i]))
             for i, name in enumerate(self.names)
         }
 
@@ -182,7 +211,10 @@ def fit_theta(
     args = (z, inverse, logy, w)
     best: Optimum | None = None
     for theta0 in inits:
-        res = minimize(_objective, theta0, args=args, jac=True, method="L-BFGS-B")
+        theta0 = np.clip(theta0, *np.array(law.bounds()).T)
+        res = minimize(
+            _objective, theta0, args=args, jac=True, method="L-BFGS-B", bounds=law.bounds()
+        )
         if not np.all(np.isfinite(res.x)) or not np.isfinite(res.fun):
             continue
         opt = Optimum(np.asarray(res.x), float(res.fun), bool(res.success), str(res.message))
@@ -192,3 +224,46 @@ def fit_theta(
         nan = np.full(len(law.params), np.nan)
         return Optimum(nan, float("nan"), False, "no start gave a finite fit")
     return best
+
+
+def flat_parameters(
+    law: Law, theta: np.ndarray, logx: np.ndarray, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Which parameters lie along a flat direction of the fit at ``theta``: one True per
+    parameter that can move without changing any prediction, to first order.
+
+    The curvature of the squared log-loss error is ``J^T W J`` (``J`` the Jacobian of the
+    predicted log L); its null space holds the directions the data do not constrain.
+    Exponents are measured about the mean log input and the columns are normalised, so
+    that only a true degeneracy (an input that takes too few values, two terms the data
+    cannot tell apart) counts, not the scale of the inputs. A term that is negligible at
+    every point (under ``NEGLIGIBLE`` of the prediction) leaves its parameters free too.
+
+    >>> law, theta = LAWS["power"], np.array([0.0, 1.0, 0.5])  # c + a / x^alpha
+    >>> flat_parameters(law, theta, np.log([[10.0], [10.0], [100.0], [100.0]])).tolist()
+    [True, True, True]
+    >>> flat_parameters(law, theta, np.log([[10.0], [100.0], [1000.0]])).tolist()
+    [False, False, False]
+    """
+    w = np.ones(logx.shape[0]) if weights is None else np.asarray(weights, dtype=float)
+    z = design(law, logx)
+    soft = _lse(np.tensordot(theta, z, axes=(0, 0)))[1]
+    jac = np.einsum("nk,pnk->np", soft, z)
+    # theta = change @ phi, phi's intercepts taken at the mean log input: better posed.
+    change = np.eye(len(law.params))
+    mean = np.average(logx, axis=0, weights=w)
+    for i, j, k in law.terms:
+        if j is not None and k is not None:
+            change[i, j] = mean[k]
+    centred = jac @ change
+    norms = np.sqrt(np.average(centred**2, axis=0, weights=w))
+    norms = np.where(norms > 0, norms, 1.0)
+    unit = centred / norms
+    values, vectors = np.linalg.eigh(unit.T @ (unit * w[:, None]) / w.sum())
+    null = change @ (vectors[:, values <= FLAT * max(float(values.max()), 1e-300)] / norms[:, None])
+    null /= np.maximum(np.linalg.norm(null, axis=0), 1e-300)
+    free = np.linalg.norm(null, axis=1) > 1e-3  # below: noise of a near-null vector
+    for col, (i, j, _) in enumerate(law.terms):
+        if soft[:, col].max() < NEGLIGIBLE:
+            free[[p for p in (i, j) if p is not None]] = True
+    return free

@@ -93,7 +93,9 @@ def schedules_plot(history: pd.DataFrame) -> Plot | None:
 def fit_band_plot(trials: pd.DataFrame, fit: Any, max_budgets: int = 4) -> Plot | None:
     """Observed loss vs. the law's first input with the fitted curve and its 95 % bootstrap
     band: one curve per token budget for the two-input laws (journey, chinchilla), one for
-    the power law. ``fit`` may be a list of fits (one per group), drawn on one plot."""
+    the power law. ``fit`` may be a list of fits (one per group), drawn on one plot.
+    A fit that is not ``reliable`` (R² < 0, no held-out error, not converged) is drawn
+    under a WARNING title, its curve named "unreliable fit", never as a plain curve."""
     fits = [f for f in (fit if isinstance(fit, list) else [fit]) if f is not None]
     if not fits:
         return None
@@ -102,9 +104,11 @@ def fit_band_plot(trials: pd.DataFrame, fit: Any, max_budgets: int = 4) -> Plot 
     done = _done(trials).dropna(subset=[*first.inputs, first.target])
     if done.empty:
         return None
+    reasons = sorted({why for f in fits for why in _unreliable(f)})
+    warning = f"WARNING, unreliable fit ({', '.join(reasons)}): " if reasons else ""
     plot = Plot(
         "scaling_fit",
-        f"{first.law} law: {first.target.removeprefix('metrics.')} vs. "
+        f"{warning}{first.law} law: {first.target.removeprefix('metrics.')} vs. "
         f"{x_col.removeprefix('metrics.')} (band: 95 % bootstrap)",
         x_col.removeprefix("metrics."),
         first.target.removeprefix("metrics."),
@@ -127,7 +131,8 @@ def fit_band_plot(trials: pd.DataFrame, fit: Any, max_budgets: int = 4) -> Plot 
             data[d_col] = np.full_like(grid, budget)
         for f in fits:
             lo, hi = f.band(data)
-            name = " ".join(x for x in ("fit", "" if f.group is None else str(f.group), label) if x)
+            kind = "fit" if f.reliable else "unreliable fit"
+            name = " ".join(x for x in (kind, "" if f.group is None else str(f.group), label) if x)
             curve = Series(name, _floats(grid), _floats(f.predict(data)), "lines")
             curve.low, curve.high = _floats(lo), _floats(hi)
             plot.series.append(curve)
@@ -135,6 +140,13 @@ def fit_band_plot(trials: pd.DataFrame, fit: Any, max_budgets: int = 4) -> Plot 
         points.mode = "markers"
         plot.series.append(points)
     return plot
+
+
+def _unreliable(fit: Any) -> list[str]:
+    """Why a fit's curve must not be read as a law (short, for a plot title)."""
+    out = [] if fit.r2 >= 0 else [f"R² {fit.r2:.2f}"]
+    out += [] if np.isfinite(fit.heldout_error) else ["no held-out error"]
+    return out + ([] if fit.converged else ["not converged"])
 
 
 def pareto_plot(trials: pd.DataFrame) -> Plot | None:

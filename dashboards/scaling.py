@@ -10,12 +10,20 @@ Fitting follows the literature (see ``lawfit``): Huber loss on log L, L-BFGS fro
 Coefficients get bootstrap intervals (95 %, percentile), the fit a cross-validated
 held-out error (RMSE of log L on points the fit did not see) so two laws can be compared.
 
+A fit says when it cannot tell: an input that takes one value is an error
+(ConstantInputError); a coefficient the data do not pin down (a flat direction of the fit,
+an optimum on the parameter box, or a bootstrap interval spanning more than 10x) has
+``identifiable[name] = False``; a fit worse than the mean (R² < 0), without a held-out
+error, or whose optimizer did not converge is not ``reliable``, and ``warnings`` says why.
+
 >>> import numpy as np, pandas as pd
 >>> x = np.geomspace(1e3, 1e6, 10)
 >>> df = pd.DataFrame({"metrics.flops": x, "metrics.val/loss": 0.5 + 20.0 * x**-0.3})
 >>> fit = fit_scaling_law(df, law="power", x="flops", bootstrap=20)
 >>> {k: round(v, 3) for k, v in fit.coefficients.items()}, fit.n, fit.converged
 ({'c': 0.5, 'a': 20.0, 'alpha': 0.3}, 10, True)
+>>> fit.identifiable, fit.reliable, fit.warnings
+({'c': True, 'a': True, 'alpha': True}, True, ())
 >>> round(float(fit.predict({"metrics.flops": [1e4]})[0]), 4)
 1.7619
 """
@@ -34,8 +42,8 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from spx.dashboards.columns import completed, resolve_column
-from spx.dashboards.lawfit import LAWS, Law, fit_theta, predict_log
-from spx.errors import ConfigError
+from spx.dashboards.lawfit import BOUNDS, LAWS, Law, fit_theta, flat_parameters, predict_log
+from spx.errors import ConfigError, ConstantInputError
 
 __all__ = ["ExtrapolationWarning", "ScalingFit", "fit_scaling_law"]
 
@@ -45,6 +53,7 @@ INPUTS = {
     "journey": ("metrics.model/params_avg", "metrics.data/tokens"),
 }
 TARGET = "metrics.val/loss"
+WIDE = 10.0  # a bootstrap interval whose ends differ by more than this factor pins nothing
 
 
 class ExtrapolationWarning(UserWarning):
@@ -57,7 +66,9 @@ class ScalingFit:
 
     ``r2`` is on log L (what the fit minimises); ``heldout_error`` is the RMSE of log L on
     held-out points (NaN when too few points to hold any out); ``converged`` is L-BFGS's
-    verdict on the best start, ``message`` its reason.
+    verdict on the best start, ``message`` its reason. ``identifiable`` says, per
+    coefficient, whether the data pin it down; ``warnings`` lists, in words, every reason
+    not to trust the fit (empty for a sound one).
     """
 
     law: str
@@ -73,9 +84,18 @@ class ScalingFit:
     group: Any = None
     bootstrap_converged: int = 0
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    identifiable: dict[str, bool] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
     theta: tuple[float, ...] = field(default=(), repr=False)
     samples: tuple[tuple[float, ...], ...] = field(default=(), repr=False)
     """The converged bootstrap fits' parameters (for bands)."""
+
+    @property
+    def reliable(self) -> bool:
+        """Whether the curve may be read as a law: the optimizer converged, the fit beats
+        the mean (R² >= 0) and it has a held-out error. Identifiability is separate: an
+        unidentified coefficient can sit in a curve that predicts well inside the data."""
+        return self.converged and self.r2 >= 0 and math.isfinite(self.heldout_error)
 
     def predict(self, data: pd.DataFrame | Mapping[str, Any]) -> np.ndarray:
         """Predicted loss at the inputs (columns named as ``inputs``); warns with an
@@ -121,6 +141,8 @@ class ScalingFit:
         out.pop("samples")
         out["intervals"] = {k: list(v) for k, v in self.intervals.items()}
         out["ranges"] = {k: list(v) for k, v in self.ranges.items()}
+        out["warnings"] = list(self.warnings)
+        out["reliable"] = self.reliable
         return out
 
 
@@ -184,7 +206,9 @@ def fit_scaling_law(
     held out per cross-validation fold (0.2: five folds), or a column name for
     leave-one-group-out. Columns may be named short (``val/loss``, ``prune.method``).
     Errors: unknown column (NotFoundError listing them), too few points or no completed
-    trials (ConfigError). Example: ``fit_scaling_law(sw.trials_df(), law="journey")``
+    trials (ConfigError), an input of the law with one distinct value (ConstantInputError,
+    a ConfigError). A fit the data cannot support is returned, flagged: see ``identifiable``,
+    ``reliable`` and ``warnings``. Example: ``fit_scaling_law(sw.trials_df(), law="journey")``
     """
     spec = _law(law)
     df = completed(df)
@@ -249,37 +273,96 @@ def _fit_one(
     seed: int,
 ) -> ScalingFit:
     need = len(law.params) + 1
-    where = "" if group is None else f" in group {group!r}"
-    if len(data) < need:
-        raise ConfigError(
-            f"the {law.name} law has {need - 1} free parameters and needs at least {need} "
-            f"completed trials with finite, positive {', '.join((*inputs, target))}{where}",
-            value=f"{len(data)} usable",
-        )
+    _check_data(law, data, inputs, target, group)
     logx = np.log(data[list(inputs)].to_numpy())
     logy = np.log(data[target].to_numpy())
     best = fit_theta(law, logx, logy)
     rng = np.random.default_rng(seed)
     samples = _bootstrap(law, logx, logy, best.theta, bootstrap, rng)
     folds = _folds(data, holdout, folds_by, rng)
-    coefficients = law.coefficients(best.theta)
+    intervals = _intervals(law, samples)
+    free = _unidentified(law, best.theta, logx, intervals)
+    r2 = _r2(logy, predict_log(law, best.theta, logx))
+    heldout = _heldout(law, logx, logy, folds, need, best.theta)
     return ScalingFit(
         law=law.name,
         inputs=inputs,
         target=target,
-        coefficients=coefficients,
-        intervals=_intervals(law, samples),
-        r2=_r2(logy, predict_log(law, best.theta, logx)),
-        heldout_error=_heldout(law, logx, logy, folds, need, best.theta),
+        coefficients=law.coefficients(best.theta),
+        intervals=intervals,
+        r2=r2,
+        heldout_error=heldout,
         n=len(data),
         converged=best.converged,
         message=best.message,
         group=group,
         bootstrap_converged=len(samples),
         ranges={c: (float(data[c].min()), float(data[c].max())) for c in inputs},
+        identifiable={name: name not in free for name in law.names},
+        warnings=_warnings(best.converged, best.message, r2, heldout, free, need, len(data)),
         theta=tuple(float(v) for v in best.theta),
         samples=tuple(tuple(float(v) for v in t) for t in samples),
     )
+
+
+def _check_data(law: Law, data: pd.DataFrame, inputs, target: str, group: Any) -> None:
+    """Enough rows for the law's parameters, and every input taking more than one value."""
+    need = len(law.params) + 1
+    where = "" if group is None else f" in group {group!r}"
+    for column in inputs:  # first: more trials at that one value would not help
+        distinct = data[column].unique()
+        if len(data) > 1 and len(distinct) < 2:
+            raise ConstantInputError(
+                f"the {law.name} law needs {column} to vary, but it has 1 distinct value "
+                f"over the {len(data)} usable trials{where}; sweep it, or fit the power law "
+                "in one column that varies",
+                field=column,
+                value=float(distinct[0]),
+            )
+    if len(data) < need:
+        raise ConfigError(
+            f"the {law.name} law has {need - 1} free parameters and needs at least {need} "
+            f"completed trials with finite, positive {', '.join((*inputs, target))}{where}",
+            value=f"{len(data)} usable",
+        )
+
+
+def _unidentified(law: Law, theta: np.ndarray, logx, intervals) -> dict[str, str]:
+    """The coefficients the data do not pin down, each with the reason."""
+    if not np.all(np.isfinite(theta)):
+        return {name: "no fit" for name in law.names}
+    free: dict[str, str] = {}
+    flat = flat_parameters(law, theta, logx)
+    for i, name in enumerate(law.names):
+        bound = BOUNDS["exponent" if i in law.exponents else "intercept"]
+        low, high = intervals[name]
+        if flat[i]:
+            free[name] = "the fit is flat along it: it can move without changing any prediction"
+        elif abs(theta[i]) >= bound * (1 - 1e-9):
+            free[name] = f"the optimum sits on the parameter bound ({bound:g} in log space)"
+        elif low == low and (
+            low * high <= 0 or max(abs(low), abs(high)) > WIDE * min(abs(low), abs(high))
+        ):
+            free[name] = f"its bootstrap interval [{low:.3g}, {high:.3g}] spans over {WIDE:g}x"
+    return free
+
+
+def _warnings(converged, message, r2, heldout, free, need, n) -> tuple[str, ...]:
+    """Every reason not to read the fit as a law, in words."""
+    out = []
+    if not converged:
+        out.append(f"the optimizer did not converge: {message}")
+    if r2 != r2:
+        out.append("R² is undefined: the loss takes a single value, or nothing was fitted")
+    elif r2 < 0:
+        out.append(f"R² = {r2:.3g} < 0: the law fits worse than the mean of log L")
+    if heldout != heldout:
+        out.append(
+            "the held-out error is undefined: the folds could not be fitted without their "
+            f"points (a fit needs {need} trials; n = {n}); add trials or hold out by a column"
+        )
+    out += [f"{name} is not identifiable: {why}" for name, why in free.items()]
+    return tuple(out)
 
 
 def _bootstrap(law, logx, logy, theta, rounds: int, rng) -> list[np.ndarray]:

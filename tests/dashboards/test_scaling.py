@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from spx.dashboards.plots import fit_band_plot
 from spx.dashboards.scaling import ExtrapolationWarning, fit_scaling_law
-from spx.errors import ConfigError, NotFoundError
+from spx.errors import ConfigError, ConstantInputError, NotFoundError
 
 TRUE = {"E": 1.69, "A": 406.4, "alpha": 0.34, "B": 410.7, "beta": 0.28}
 
@@ -100,3 +103,94 @@ def test_bad_law_and_holdout_are_config_errors():
         fit_scaling_law(journey_data(), law="kaplan")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="holdout"):
         fit_scaling_law(journey_data(), law="journey", holdout=1.5)
+
+
+# Fits that say when they cannot tell. Small literal sweeps: N_avg and tokens on a grid.
+GRID_N = [1e4, 3e4, 1e5, 3e5, 1e6]
+GRID_D = [1e7, 1e8, 1e9, 1e10]  # narrower, at 1 % noise, leaves E and B unpinned
+
+
+def grid_trials(tokens: list[float], noise: float = 0.01) -> pd.DataFrame:
+    """Every N_avg of GRID_N at every token budget, loss from the TRUE law, 1 % noise."""
+    rng = np.random.default_rng(3)
+    n_avg, d = (a.ravel() for a in np.meshgrid(GRID_N, tokens))
+    loss = TRUE["E"] + TRUE["A"] / n_avg ** TRUE["alpha"] + TRUE["B"] / d ** TRUE["beta"]
+    return pd.DataFrame(
+        {
+            "status": "COMPLETED",
+            "metrics.model/params_avg": n_avg,
+            "metrics.data/tokens": d,
+            "metrics.val/loss": loss * np.exp(rng.normal(0, noise, len(d))),
+        }
+    )
+
+
+# The loss does not follow the law at all: the old fit drew it with R² -0.37, converged
+# "yes", and numpy printed "overflow encountered in exp".
+NOISE = pd.DataFrame(
+    {
+        "status": "COMPLETED",
+        "metrics.model/params_avg": [72500.0, 56400, 86100, 21100, 91000, 68100, 93200, 12700],
+        "metrics.data/tokens": [1e7, 2e7] * 4,
+        "metrics.val/loss": [0.23, 0.34, 0.40, 0.21, 0.39, 0.38, 0.15, 0.28],
+    }
+)
+
+
+def test_a_law_input_that_never_varies_is_an_error_naming_it():
+    df = grid_trials(tokens=[1e8, 1e8])  # two seeds at one budget: 10 trials
+    with pytest.raises(ConstantInputError, match=r"data/tokens.*1 distinct value") as caught:
+        fit_scaling_law(df, law="journey")
+    assert isinstance(caught.value, ConfigError) and caught.value.exit_code == 2
+    assert caught.value.field == "metrics.data/tokens" and caught.value.value == 1e8
+
+
+def test_a_well_posed_fit_pins_every_coefficient():
+    fit = fit_scaling_law(grid_trials(GRID_D), law="journey", bootstrap=100)
+    assert fit.converged and fit.r2 > 0.9 and fit.reliable
+    assert fit.identifiable == dict.fromkeys(TRUE, True)
+    assert fit.warnings == ()
+
+
+def test_a_coefficient_whose_bootstrap_interval_spans_over_10x_is_not_identifiable():
+    # Four budgets over 1.5 decades at 1 % noise: beta is pinned, E and B trade off.
+    fit = fit_scaling_law(grid_trials([1e7, 3e7, 1e8, 3e8]), law="journey", bootstrap=100)
+    assert fit.converged and fit.r2 > 0.99
+    low, high = fit.intervals["B"]
+    assert high > 10 * low and fit.identifiable["B"] is False
+    assert fit.identifiable["alpha"] and fit.identifiable["beta"]
+    assert any(w.startswith("B is not identifiable: its bootstrap") for w in fit.warnings)
+
+
+def test_two_token_budgets_cannot_pin_the_token_term():
+    # E + B / D^beta at two values of D: three unknowns, two equations (a flat direction).
+    fit = fit_scaling_law(grid_trials([1e7, 1e8]), law="journey", bootstrap=50)
+    assert fit.converged  # the optimizer did converge: reported beside, not instead
+    assert fit.identifiable == {"E": False, "A": True, "alpha": True, "B": False, "beta": False}
+    assert any(w.startswith("beta is not identifiable") for w in fit.warnings)
+    assert fit.to_dict()["identifiable"]["B"] is False
+
+
+def test_a_fit_worse_than_the_mean_warns_in_words_and_numpy_stays_quiet():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = fit_scaling_law(NOISE, law="journey")
+    assert [str(w.message) for w in caught] == []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plot = fit_band_plot(NOISE, fit)
+    assert [str(w.message) for w in caught] == []
+    assert fit.r2 < 0 and not fit.reliable
+    assert any(w.startswith("R² = ") and "worse than the mean" in w for w in fit.warnings)
+    assert not any(fit.identifiable.values())
+    assert plot is not None and plot.title.startswith("WARNING, unreliable fit (R² -")
+    assert {s.name for s in plot.series if s.mode == "lines"} == {
+        "unreliable fit D=1e+07",
+        "unreliable fit D=2e+07",
+    }
+
+
+def test_too_few_trials_to_hold_any_out_says_so():
+    fit = fit_scaling_law(grid_trials([1e7, 1e8]).iloc[[0, 1, 2, 5, 6, 9]], law="journey")
+    assert fit.heldout_error != fit.heldout_error and not fit.reliable
+    assert any("held-out error is undefined" in w for w in fit.warnings)
