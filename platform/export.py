@@ -7,6 +7,11 @@ its *compact* subnetwork: physically smaller layers with the same outputs. The f
 holds ``model.safetensors`` (weights only: nothing is unpickled to read it back) and
 ``spx-model.json`` (the trial config, the genotype, the kept units of each group, and
 parameter/FLOP counts), which :func:`load_model` rebuilds the module from.
+
+Loading unpickles nothing, but the manifest names the task whose model class is built: a
+registered task (``digits-mlp``, ``digits-cnn``, ``code-gpt``) loads from data alone, while
+a custom task (``module:Class``) would import that module, so running whatever code a model
+folder (or the current directory) carries. That takes ``trust_code=True``.
 """
 
 from __future__ import annotations
@@ -18,15 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
-from spx.errors import NotFoundError
+from spx.errors import ConfigError, NotFoundError
+from spx.platform import paths
 from spx.platform.settings import Settings
 from spx.platform.store import SweepRow, TrialRow
 from spx.workers import checkpoint
 from spx.workers.config import TrialConfig
-from spx.workers.tasks import build_task
+from spx.workers.tasks import TASKS, build_task
 
 MANIFEST = "spx-model.json"
 WEIGHTS = "model.safetensors"
@@ -39,15 +45,13 @@ class Exported:
     manifest: dict[str, Any]
 
 
-def trial_folder(settings: Settings, sweep: SweepRow, number: int) -> Path:
-    from spx.platform.driver import checkpoint_folder
-
-    return checkpoint_folder(settings, sweep) / f"trial-{number:05d}"
-
-
-def export_trial(settings: Settings, sweep: SweepRow, trial: TrialRow, output: Path) -> Exported:
-    """Write trial ``trial``'s model (masked or compact) to the folder ``output``."""
-    folder = trial_folder(settings, sweep, trial.number)
+def export_trial(
+    settings: Settings, sweep: SweepRow, trial: TrialRow, output: Path, force: bool = False
+) -> Exported:
+    """Write trial ``trial``'s model (masked or compact) to the folder ``output``; a folder
+    that already holds an exported model is overwritten only with ``force``."""
+    _check_output(output, force)
+    folder = paths.trial_folder(paths.sweep_folder(settings, sweep), trial.number)
     loaded = checkpoint.load(folder / "checkpoint")
     if loaded is None:
         raise NotFoundError(
@@ -100,9 +104,22 @@ def build_model(cfg: TrialConfig, genotype: Any, data_dir: Path) -> nn.Module:
     return build_task(cfg.task, data_dir).build_model(cfg)
 
 
-def load_model(folder: Path) -> nn.Module:
-    """The module ``export_trial`` wrote to ``folder``, rebuilt without unpickling."""
-    manifest = json.loads((Path(folder) / MANIFEST).read_text())
+def load_model(folder: Path, trust_code: bool = False) -> nn.Module:
+    """The module ``export_trial`` wrote to ``folder``, rebuilt without unpickling.
+
+    Only a registered task's model is built unless ``trust_code`` is True: a custom task
+    (``module:Class``) imports that module, which runs its code. Example:
+    ``load_model(Path("model/"))(torch.zeros(1, 64))``
+    """
+    manifest = _manifest(Path(folder))
+    task = manifest["config"].get("task")
+    if not (trust_code or (isinstance(task, str) and task in TASKS)):
+        raise ConfigError(
+            f"the model in {folder} names a task that is not registered; building it would "
+            "import and run that module's code: pass trust_code=True only if you trust it",
+            field="task",
+            value=task,
+        )
     cfg = TrialConfig.model_validate(manifest["config"])
     model = build_model(cfg, manifest.get("genotype"), Path(".spx/data"))
     if "kept" in manifest:
@@ -114,6 +131,34 @@ def load_model(folder: Path) -> nn.Module:
         model, _ = compact(model, example, kept)
     model.load_state_dict(load_file(str(Path(folder) / WEIGHTS)))
     return model.eval()
+
+
+def _manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise NotFoundError(f"no exported model at {folder}: {MANIFEST} is missing")
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"is not valid JSON ({exc})", field=str(path)) from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict):
+        raise ConfigError("is not an spx model manifest (no config)", field=str(path))
+    return manifest
+
+
+def _check_output(output: Path, force: bool) -> None:
+    """A file is no folder to export into; an earlier export is replaced only with force."""
+    if output.exists() and not output.is_dir():
+        raise ConfigError(
+            "is a file; export-model writes a folder", field="--output", value=str(output)
+        )
+    held = [name for name in (MANIFEST, WEIGHTS) if os.path.lexists(output / name)]
+    if held and not force:
+        raise ConfigError(
+            f"already holds an exported model ({held[0]}); pass --force to overwrite it",
+            field="--output",
+            value=str(output),
+        )
 
 
 def _zero_dropped(model: nn.Module, kept: dict[str, torch.Tensor]) -> None:
@@ -150,14 +195,17 @@ def _counts(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
 
 
 def _write(output: Path, model: nn.Module, manifest: dict[str, Any]) -> None:
-    output.mkdir(parents=True, exist_ok=True)
+    """Both files through ``paths.write_output`` (exclusive temporary files, renamed)."""
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the folder ({exc.strerror})", field="--output", value=str(output)
+        ) from exc
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    tmp = output / f".{WEIGHTS}.{os.getpid()}"
-    save_file(state, str(tmp))
-    tmp.replace(output / WEIGHTS)
-    tmp = output / f".{MANIFEST}.{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=2, allow_nan=True))
-    tmp.replace(output / MANIFEST)
+    paths.write_output(output / WEIGHTS, save(state), force=True)
+    text = json.dumps(manifest, indent=2, allow_nan=True)
+    paths.write_output(output / MANIFEST, text, force=True)
 
 
 def register(tracking_uri: str, run_id: str, folder: Path, manifest: dict[str, Any]) -> str:

@@ -14,15 +14,16 @@ the driver polls: stopping lets running trials finish and starts no new one; can
 also asks each running trial to stop at its next report (the early-termination path), so
 it ends PRUNED with its checkpoint, its metrics so far and the error ``cancelled``.
 
+File names derived from a sweep's name come from ``spx.platform.paths``:
+
 >>> slug("my sweep/1")
-'my_sweep_1'
+'my_sweep_1-82e27a33'
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import time
 from collections.abc import Iterable
@@ -30,7 +31,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from spx.errors import SweepBusyError
+from spx.errors import SpxError, SweepBusyError
+from spx.platform import paths
 from spx.platform.settings import Settings
 from spx.platform.store import Store, SweepRow, SweepStatus, TrialRow, TrialStatus
 from spx.platform.store_models import utcnow
@@ -46,13 +48,13 @@ STOP_REQUESTS = frozenset({SweepStatus.STOPPING, SweepStatus.CANCELLING})
 
 
 def slug(name: str) -> str:
-    """A file-name-safe form of a sweep name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60] or "sweep"
+    """A file-name-safe form of a sweep name (slug and hash: ``paths.file_name``)."""
+    return paths.file_name(name)
 
 
 def log_path(settings: Settings, name: str) -> Path:
-    """Where ``launch --detach`` sends the driver's output."""
-    return settings.logs / f"{slug(name)}.log"
+    """Where ``launch --detach`` sends the driver's output (``paths.find_log`` reads it)."""
+    return paths.log_file(settings, name)
 
 
 # -- the driver's pid file --------------------------------------------------------------
@@ -81,7 +83,7 @@ class DriverRecord:
 
 
 def driver_file(settings: Settings, name: str) -> Path:
-    return settings.home / "run" / f"{slug(name)}.json"
+    return paths.driver_file(settings, name)
 
 
 def record_driver(settings: Settings, name: str, pid: int | None = None) -> DriverRecord:
@@ -91,16 +93,23 @@ def record_driver(settings: Settings, name: str, pid: int | None = None) -> Driv
     pid = os.getpid() if pid is None else pid
     record = DriverRecord(pid, socket.gethostname(), psutil.Process(pid).create_time())
     path = driver_file(settings, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(asdict(record)))
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(asdict(record)))
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written pid file behind
+        if isinstance(exc, OSError):
+            reason = exc.strerror or str(exc)
+            raise SpxError(f"cannot write the driver's pid file {path} ({reason})") from exc
+        raise
     return record
 
 
 def find_driver(settings: Settings, name: str) -> DriverRecord | None:
     try:
-        return DriverRecord(**json.loads(driver_file(settings, name).read_text()))
+        return DriverRecord(**json.loads(paths.find_driver_file(settings, name).read_text()))
     except (OSError, ValueError, TypeError):
         return None
 
@@ -255,9 +264,7 @@ def replay_journal(store: Store, settings: Settings, sweep: SweepRow, trial: Tri
 
 
 def trial_dir(settings: Settings, sweep: SweepRow, number: int) -> Path:
-    from spx.platform.driver import checkpoint_folder
-
-    return checkpoint_folder(settings, sweep) / f"trial-{number:05d}"
+    return paths.trial_folder(paths.sweep_folder(settings, sweep), number)
 
 
 # -- repair -----------------------------------------------------------------------------

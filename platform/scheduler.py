@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from spx.platform import lifecycle
+from spx.errors import SpxError
+from spx.platform import lifecycle, paths
 from spx.platform.runner import Inbox, TrialJob, read_journal, submit
 from spx.platform.spec import SweepSpec, trial_config
 from spx.platform.store import SweepRow, SweepStatus, TrialRow, TrialStatus
@@ -89,6 +90,8 @@ class Scheduler:
         self.exp, self.parent = exp, parent
         self.done = done
         """Trials of a resumed sweep that already ran to their end."""
+        self.known = {t.number for t in driver.store.trials(sweep.id)}
+        """Trials an earlier driver of this sweep recorded (none for a new sweep)."""
         self.stopper = stopper
         self.folder = folder
         # Pinned beside the driver: a worker node that dies must not take them along.
@@ -134,8 +137,8 @@ class Scheduler:
                 future.result()  # the last trials' bookkeeping, and its errors
             if self.ahead is not None:
                 self.ahead.result()
-        except BaseException:
-            self._abort()
+        except BaseException as exc:
+            self._abort(exc)
             raise
         finally:
             self.books.shutdown(wait=True)
@@ -227,12 +230,17 @@ class Scheduler:
         if self.exp is None:
             return
         number = running.trial.number
+        reuse = None
+        if self.parent is not None and number in self.known:
+            # An earlier driver may have died between creating this run and storing its id.
+            reuse = {"mlflow.parentRunId": self.parent, "spx.trial": str(number)}
         run_id = self.d.tracker.start_run(
             self.exp,
             f"trial-{number}",
             params,
             parent=self.parent,
             tags={"spx.sweep": self.sweep.name, "spx.trial": str(number)},
+            reuse=reuse,
         )
         if run_id is not None:
             running.run_id = run_id
@@ -243,7 +251,7 @@ class Scheduler:
         """A new attempt of the trial: RUNNING in the store, then its task submitted."""
         trial, before = running.trial, running.attempt
         running.attempt += 1
-        trial_dir = self.folder / f"trial-{trial.number:05d}"
+        trial_dir = paths.trial_folder(self.folder, trial.number)
         self.d.store.update_trial(
             trial.id,
             status=TrialStatus.RUNNING,
@@ -383,20 +391,22 @@ class Scheduler:
         self.d.display.finished(running.trial.number, "LOST", None, f"{error}; retrying")
         self._start(running)
 
-    def _abort(self) -> None:
-        """Interrupted or crashed: stop what runs and leave nothing marked RUNNING."""
+    def _abort(self, cause: BaseException) -> None:
+        """Interrupted or crashed: stop what runs and leave nothing marked RUNNING; each
+        stopped trial keeps why (a full disk, a dead store) as its error."""
+        error = "interrupted: the sweep was stopped"
+        if not isinstance(cause, KeyboardInterrupt):
+            error = f"the driver failed: {type(cause).__name__}: {cause}"[:5000]
         try:
             self._drain()
         except Exception:  # the inbox may be gone with Ray; what was stored stays stored
             log.debug("could not drain the inbox while aborting", exc_info=True)
         for ref, running in list(self.running.items()):
             ray.cancel(ref, force=True)
-            # LOST, not FAILED: `spx sweep resume` continues it from its checkpoint.
-            self.d.store.update_trial(
-                running.trial.id,
-                status=TrialStatus.LOST,
-                error="interrupted: the sweep was stopped",
-            )
+            try:  # LOST, not FAILED: `spx sweep resume` continues it from its checkpoint.
+                self.d.store.update_trial(running.trial.id, status=TrialStatus.LOST, error=error)
+            except SpxError:  # the store may be what failed (a full disk): cancel the rest
+                log.debug("could not mark trial %d LOST", running.trial.number, exc_info=True)
             self._to_run(running, self.d.tracker.end_run, "KILLED")
         self.running.clear()
         # Best effort: the store already holds everything this would tell MLflow.

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 from helpers import mlflow_content, run_spx, wait_for
 from mlflow.tracking import MlflowClient
 
+from spx.platform.paths import file_name
 from spx.platform.store import Store
 
 pytestmark = pytest.mark.e2e
@@ -62,7 +64,7 @@ class Home:
                 return []
 
     def driver_pid(self, name: str) -> int:
-        return json.loads((self.path / "run" / f"{name}.json").read_text())["pid"]
+        return json.loads((self.path / "run" / f"{file_name(name)}.json").read_text())["pid"]
 
     @property
     def mlflow(self) -> str:
@@ -72,6 +74,9 @@ class Home:
         client = MlflowClient(tracking_uri=self.mlflow)
         experiment = client.get_experiment_by_name(name)
         return client.search_runs([experiment.experiment_id]) if experiment else []
+
+    def runs_of(self, name: str, trial: str) -> list:
+        return [r for r in self.runs(name) if r.data.tags.get("spx.trial") == trial]
 
 
 @pytest.fixture
@@ -113,7 +118,7 @@ def test_detach_then_stop_lets_running_trials_finish(home):
     assert "det: STOPPED" in watched.stdout.splitlines()[-1]
 
     wait_for(lambda: _gone(pid), timeout=60)
-    assert not (home.path / "run" / "det.json").exists()
+    assert not (home.path / "run" / f"{file_name('det')}.json").exists()
     trials = home.trials("det")
     assert 2 <= len(trials) < 6  # the running ones finished; the rest never started
     assert {t.status for t in trials} == {"COMPLETED"}
@@ -160,7 +165,7 @@ def test_dead_driver_repair_then_resume(home):
     watched = home.spx("sweep", "status", "dead", "--watch")
     assert watched.returncode == 1 and "has exited" in watched.stderr, watched.stderr
     # Without the pid file (a driver on another host) only the heartbeat tells.
-    (home.path / "run" / "dead.json").unlink()
+    (home.path / "run" / f"{file_name('dead')}.json").unlink()
     busy = home.spx("sweep", "repair", "dead")
     assert busy.returncode == 1 and "heartbeat" in busy.stderr, busy.stdout + busy.stderr
     time.sleep(2)
@@ -245,3 +250,23 @@ def test_an_unknown_sweep_exits_2_naming_it(home, args):
     proc = home.spx("sweep", *args)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "no sweep named 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_resume_reuses_the_run_a_dead_driver_created_but_never_stored(home):
+    """A driver died between creating trial 0's MLflow run and storing its id: the store
+    has no run id for a trial left LOST. Resume finds the run by its tags; no second one."""
+    launched = home.spx("sweep", "launch", home.sweep_file("orphan", [0], 100), "--plain")
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    (first,) = home.runs_of("orphan", "0")
+    with contextlib.closing(sqlite3.connect(home.path / "spx.db")) as db, db:
+        db.execute("UPDATE trials SET mlflow_run_id = NULL, status = 'LOST', error = 'lost'")
+        db.execute("UPDATE sweeps SET status = 'STOPPED'")
+
+    resumed = home.spx("sweep", "resume", "orphan", "--plain")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert [r.info.run_id for r in home.runs_of("orphan", "0")] == [first.info.run_id]
+    (trial,) = home.trials("orphan")
+    assert (trial.status, trial.error, trial.attempt) == ("COMPLETED", None, 2)
+    assert trial.mlflow_run_id == first.info.run_id
+    assert "[1/1 done]" in resumed.stdout and "[2/1" not in resumed.stdout

@@ -10,6 +10,7 @@ import pytest
 from helpers import run_spx
 from mlflow.tracking import MlflowClient
 
+from spx.platform.paths import file_name
 from spx.platform.store import Store
 
 pytestmark = pytest.mark.e2e
@@ -49,7 +50,7 @@ def test_launch_prints_the_best_trial_and_where_to_look(launched):
     assert "best trial" in proc.stdout
     assert "spx ui" in proc.stdout
     report = proc.stdout.split("report: ", 1)[1].split("\n", 1)[0].strip()
-    assert report.endswith("e2e-grid.html") and "plotly" in Path(report).read_text()
+    assert report.endswith(f"{file_name('e2e-grid')}.html") and "plotly" in Path(report).read_text()
     assert "spx sweep show e2e-grid" in proc.stdout
 
 
