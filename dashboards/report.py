@@ -12,7 +12,6 @@ Example: ``write_report("quickstart", Path("report.html"))``
 from __future__ import annotations
 
 import html
-import os
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from spx.dashboards.plots import (
 )
 from spx.dashboards.scaling import fit_scaling_law
 from spx.errors import SpxError
+from spx.platform.paths import check_output, write_output
 
 __all__ = ["render_report", "write_report"]
 
@@ -41,17 +41,23 @@ HISTORY = ["model/sparsity", "val/loss", "comm/bytes_sent"]
 
 
 def write_report(
-    name: str, output: Path, store_url: str | None = None, png_dir: Path | None = None
+    name: str,
+    output: Path,
+    store_url: str | None = None,
+    png_dir: Path | None = None,
+    force: bool = False,
 ) -> Path:
     """Render the report of sweep ``name`` and write it to ``output`` atomically; with
-    ``png_dir``, also draw the key plots there as PNGs (matplotlib)."""
+    ``png_dir``, also draw the key plots there as PNGs (matplotlib).
+
+    An existing ``output`` is replaced only with ``force``; a bad path (a folder, a missing
+    folder) is a ConfigError before anything is read (``spx.platform.paths.write_output``).
+    """
+    check_output(output, force)
     with Sweep.load(name, store_url) as sw:
         trials, history = sw.trials_df(), sw.history_df(HISTORY)
     plots, fit_html = build_plots(trials, history)
-    text = render_report(sw.name, trials, plots, fit_html)
-    tmp = output.with_name(output.name + ".part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, output)
+    write_output(output, render_report(sw.name, trials, plots, fit_html), force)
     if png_dir is not None:
         for plot in plots:
             to_png(plot, png_dir / f"{plot.key}.png")
@@ -166,12 +172,17 @@ def _scaling(trials: pd.DataFrame) -> tuple[Any, str]:
     except SpxError as exc:
         return None, f"<p>No fit: {html.escape(str(exc)[:300])}</p>"
     rows = "".join(
-        f"<tr><td>{k}</td><td>{v:.4g}</td><td>[{lo:.4g}, {hi:.4g}]</td></tr>"
+        f"<tr><td>{k}</td><td>{v:.4g}</td><td>[{lo:.4g}, {hi:.4g}]</td>"
+        f"<td>{'yes' if fit.identifiable[k] else '<b>no</b>'}</td></tr>"
         for k, v in fit.coefficients.items()
         for lo, hi in [fit.intervals[k]]
     )
+    warnings = "".join(
+        f"<p class='warning' style='color:#a00;font-weight:bold'>Warning: {html.escape(w)}</p>"
+        for w in fit.warnings
+    )
     return fit, (
-        f"<table><tr><th>coefficient</th><th>value</th><th>95 % interval</th></tr>{rows}"
-        f"</table><p>R² (log L) {fit.r2:.4f}, held-out RMSE (log L) "
-        f"{fit.heldout_error:.4g}, n {fit.n}, converged: {fit.converged}</p>"
+        f"{warnings}<table><tr><th>coefficient</th><th>value</th><th>95 % interval</th>"
+        f"<th>identifiable</th></tr>{rows}</table><p>R² (log L) {fit.r2:.4f}, held-out RMSE "
+        f"(log L) {fit.heldout_error:.4g}, n {fit.n}, optimizer converged: {fit.converged}</p>"
     )

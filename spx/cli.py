@@ -7,22 +7,18 @@ Exit codes: 0 ok, 1 runtime error, 2 bad input, 3 sweep finished with failed tri
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from spx.cli_ops import register as register_ops_commands
-from spx.cli_options import Address, AsJson, Plain, Store_, Tracking
+from spx.cli_options import Address, AsJson, Force, Plain, Store_, Tracking
 from spx.cli_read import register as register_read_commands
 from spx.errors import ConfigError, SpxError
 
@@ -40,9 +36,14 @@ def _settings(store: str | None = None, tracking: str | None = None, address: st
 
 
 def _open_store(store: str | None):
+    """The store of a command that reads an existing one: a URL with no store behind it
+    (a typo) is "no store at ...", exit 2, and nothing is created there."""
+    from spx.platform.readonly import require_store
     from spx.platform.store import Store
 
-    return Store.open(_settings(store).store_url)
+    url = _settings(store).store_url
+    require_store(url)
+    return Store.open(url)
 
 
 @sweep_app.command("schema")
@@ -53,15 +54,45 @@ def schema() -> None:
     print(json.dumps(sweep_schema(), indent=2))
 
 
+ForceMemory = Annotated[
+    bool, typer.Option("--force", help="run trials larger than the memory spx checked")
+]
+
+
 @sweep_app.command("validate")
-def validate(file: Path, show: Annotated[int, typer.Option(help="configs to print")] = 3) -> None:
-    """Check a sweep file; print its trial count and first resolved configs."""
+def validate(
+    file: Path,
+    show: Annotated[int, typer.Option(help="configs to print")] = 3,
+    force: ForceMemory = False,
+    address: Address = None,
+    name: Annotated[str | None, typer.Option("--name", help="override the file's name")] = None,
+) -> None:
+    """Check a sweep file; print its trial count and first resolved configs.
+
+    Capacity is checked against the cluster launch would use: the one at ``--address``
+    (RAY_ADDRESS), else this machine."""
+    from spx.platform.limits import precheck
+
+    precheck(file)  # a hostile file's size, YAML or grid fails here, before torch loads
+    from spx.platform import cluster, sizing
     from spx.platform.spec import load_spec, resolve_trials
 
-    spec, _ = load_spec(file)
+    spec, _ = load_spec(file, name)
+    nodes, where = cluster.capacity_of(_settings(address=address).ray_address)
+    r = spec.resources
+    cluster.check_capacity(r.cpus_per_worker, r.gpus_per_worker, r.workers_per_trial, nodes, where)
     configs = resolve_trials(spec)
+    memory = sizing.local_memory()
+    needs = sizing.check_fits(spec, configs, memory, sizing.LOCAL, force)
     note = " (grid: `trials` is ignored)" if spec.method == "grid" and spec.trials else ""
     out.print(f"[green]ok[/]: {spec.name}: {len(configs)} trials, method {spec.method}{note}")
+    cpus, gpus = (sum(n.get(k, 0.0) for n in nodes) for k in ("CPU", "GPU"))
+    out.print(f"  capacity: a trial fits on {where} ({cpus:g} CPUs, {gpus:g} GPUs)")
+    if needs is not None:
+        out.print(
+            f"  memory: the largest trial's tensors take about {sizing.human_bytes(needs)} "
+            f"(this machine has {sizing.human_bytes(memory)}; launch checks the largest Ray node)"
+        )
     flats = [c.flat() for c in configs]
     varied = [k for k in flats[0] if len({json.dumps(f[k]) for f in flats}) > 1]
     for i, flat in enumerate(flats[:show]):
@@ -83,22 +114,23 @@ def launch(
     detach: Annotated[
         bool, typer.Option("--detach", help="run the driver in the background and return")
     ] = False,
+    force: ForceMemory = False,
 ) -> None:
     """Run a sweep: trials on Ray, results in the store and MLflow."""
     from spx.platform.driver import launch as run_sweep
     from spx.platform.spec import load_spec
 
     if dry_run:
-        validate(file)
+        validate(file, force=force, address=address, name=name)
         return
     if detach:
         from spx.cli_ops import detach as start_detached
 
-        start_detached(file, name, store, tracking_uri, address)
+        start_detached(file, name, store, tracking_uri, address, force)
         return
     spec, text = load_spec(file, name)
     settings = _settings(store, tracking_uri, address)
-    result = run_sweep(spec, text, settings, _display(spec, plain))
+    result = run_sweep(spec, text, settings, _display(spec, plain), force=force)
     _finish(result, settings)
 
 
@@ -141,14 +173,13 @@ def _write_report(name: str, settings) -> str:
     """The sweep's HTML report (and PNGs of its plots) under SPX_HOME/reports, attached to
     the sweep's MLflow parent run; a failure here never fails the sweep."""
     from spx.dashboards.report import write_report
+    from spx.platform.paths import report_file, report_plots
     from spx.platform.tracking import log_report
 
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-    path = settings.home / "reports" / f"{stem}.html"
-    pngs = settings.home / "reports" / stem
+    path, pngs = report_file(settings, name), report_plots(settings, name)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_report(name, path, settings.store_url, png_dir=pngs)
+        write_report(name, path, settings.store_url, png_dir=pngs, force=True)
     except Exception as exc:  # the sweep's results are safe in the store either way
         return f"not written ({type(exc).__name__}: {exc}); try: spx report {_quote(name)}"
     run_id = _open_store(settings.store_url).get_sweep(name).mlflow_run_id
@@ -329,19 +360,19 @@ def export(
         str | None, typer.Option("--format", help="csv or json (default: by suffix)")
     ] = None,
     store: Store_ = None,
+    force: Force = False,
 ) -> None:
     """Write the trials with their params and final metrics as CSV or JSON."""
+    from spx.platform.paths import check_output, write_output
     from spx.platform.views import flat_rows, to_csv, to_json
 
     kind = (fmt or output.suffix.lstrip(".") or "csv").lower()
     if kind not in {"csv", "json"}:
         raise ConfigError("export format must be csv or json", field="--format", value=kind)
+    check_output(output, force)
     db = _open_store(store)
     rows = flat_rows(db.trials(db.get_sweep(name).id))
-    text = to_csv(rows) if kind == "csv" else to_json(rows)
-    tmp = output.with_name(output.name + ".part")
-    tmp.write_text(text)
-    os.replace(tmp, output)
+    write_output(output, to_csv(rows) if kind == "csv" else to_json(rows), force)
     out.print(f"wrote {len(rows)} trials to {output}")
 
 
@@ -357,6 +388,7 @@ def export_model(
     ] = True,
     store: Store_ = None,
     tracking_uri: Tracking = None,
+    force: Force = False,
 ) -> None:
     """Save a trial's model (masks applied; OTO/channel/nodes as the compact subnetwork)
     as safetensors + spx-model.json, and log it as an MLflow logged model of its run."""
@@ -379,7 +411,7 @@ def export_model(
         if not found:
             raise ConfigError(f"sweep {name!r} has no such trial", field="--trial", value=trial)
         chosen = found[0]
-    done = export_trial(settings, sweep, chosen, output)
+    done = export_trial(settings, sweep, chosen, output, force)
     full = done.manifest["full"]
     line = f"wrote trial {chosen.number}'s masked model to {output}: " + _sizes(full)
     if "compact" in done.manifest:
@@ -414,14 +446,18 @@ def ui(
 ) -> None:
     """Serve the MLflow UI on the same backend spx writes to, or optuna-dashboard on the
     sweeps' Optuna studies (the tpe/cmaes/nsga2/qmc sweeps, live while they run)."""
+    from spx.secrets import run_masked
+
     if which == "mlflow":
         from spx.platform.tracking import ui_command
 
         settings = _settings(tracking=tracking_uri)
         port = port or 5000
-        cmd = ui_command(settings.tracking_uri, settings.artifacts, host, port)
-        exe, args, what = "mlflow", cmd[1:], "MLflow UI"
+        cmd, env = ui_command(settings.tracking_uri, settings.artifacts, host, port)
+        exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+        cmd, what = [exe, *cmd[1:]], "MLflow UI"
     elif which == "optuna":
+        from spx.dashboards.optuna_ui import STORAGE_ENV
         from spx.search.study_storage import study_storage_url
 
         settings = _settings(store)
@@ -429,32 +465,60 @@ def ui(
         url = study_storage_url(settings.store_url)
         if url is None:
             raise ConfigError("an in-memory store keeps no studies", field="--store")
-        exe, what = "optuna-dashboard", "optuna-dashboard"
-        args = [str(url), "--host", host, "--port", str(port)]
+        # optuna-dashboard takes its storage on the command line only: our launcher reads
+        # it from the environment instead
+        cmd = [sys.executable, "-m", "spx.dashboards.optuna_ui", host, str(port)]
+        env, what = {STORAGE_ENV: url}, "optuna-dashboard"
     else:
         raise ConfigError("unknown UI; choose mlflow or optuna", field="which", value=which)
-    path = shutil.which(exe) or str(Path(sys.executable).with_name(exe))
     out.print(f"{what} at http://{host}:{port}  (Ctrl-C to stop)")
-    raise typer.Exit(subprocess.call([path, *args]))
+    raise typer.Exit(run_masked(cmd, env))
 
 
 register_ops_commands(sweep_app)  # stop, logs, repair, sync: listed after the commands above
 
 
 def main() -> None:
+    from spx.platform.settings import mask_url
+    from spx.secrets import exec_without_secrets, mask_output, masked_traceback
+
+    exec_without_secrets(_options_of)  # a password in --store & co. leaves the command line
+    mask_output()
     try:
         code = app(standalone_mode=False)
     except SpxError as exc:
-        from spx.platform.settings import mask_url
-
         Console(stderr=True, soft_wrap=True).print(
             Text.assemble(("error", "red"), ": ", mask_url(str(exc))), highlight=False
         )
         sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         Console(stderr=True).print("interrupted")
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
+    except typer.TyperException as exc:  # typer's own click's errors: bad usage, exit 2
+        exc.message = mask_url(exc.message)  # "unexpected extra argument (URL)" echoes it
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            Console(stderr=True).print(f"error: {exc.message}", highlight=False, markup=False)
         sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug: its traceback, but never a password (a log may keep it)
+        sys.stderr.write(masked_traceback(exc))
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _options_of(args: list[str]) -> set[str]:
+    """The options the (sub)command that ``args`` name takes."""
+    command = typer.main.get_command(app)
+    for arg in args:  # down the groups (typer's own click: no click.Group to test for)
+        sub = getattr(command, "commands", None)
+        if sub is None:
+            break
+        if arg in sub:
+            command = sub[arg]
+        elif not arg.startswith("-"):
+            return set()
+    if getattr(command, "commands", None) is not None:
+        return set()
+    return {opt for p in command.params for opt in (*p.opts, *p.secondary_opts)}

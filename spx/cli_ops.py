@@ -46,7 +46,12 @@ def _settings(store: str | None = None, tracking: str | None = None, address: st
 
 
 def detach(
-    file: Path, name: str | None, store: str | None, tracking: str | None, address: str | None
+    file: Path,
+    name: str | None,
+    store: str | None,
+    tracking: str | None,
+    address: str | None,
+    force: bool = False,
 ) -> None:
     """Start ``spx sweep launch --plain`` as a background process and return at once.
 
@@ -77,7 +82,7 @@ def detach(
     if settings.ray_address:
         env["RAY_ADDRESS"] = settings.ray_address
     cmd = [sys.executable, "-m", "spx", "sweep", "launch", str(file.resolve()), "--plain"]
-    cmd += ["--name", spec.name]
+    cmd += ["--name", spec.name] + (["--force"] if force else [])
     log = lifecycle.log_path(settings, spec.name)
     with log.open("ab") as sink:
         proc = subprocess.Popen(
@@ -170,7 +175,8 @@ def _status_line(sweep, trials) -> str:
     counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(data["counts"].items()))
     line = f"{sweep.name}: {data['status']}, {data['trials']} trials ({counts or 'none'})"
     running = [f"{t.number}@{t.step or 0}" for t in trials if t.status == "RUNNING"]
-    return line + (f"; running (trial@step): {', '.join(running)}" if running else "")
+    line += f"; running (trial@step): {', '.join(running)}" if running else ""
+    return line + (f"; error: {sweep.error}" if sweep.error else "")
 
 
 # -- stop -------------------------------------------------------------------------------
@@ -219,11 +225,11 @@ def logs(
 
 
 def _driver_log(name: str, follow: bool, store: str | None) -> None:
-    from spx.platform import lifecycle
+    from spx.platform import lifecycle, paths
     from spx.platform.store import Store
 
     settings = _settings(store)
-    path = lifecycle.log_path(settings, name)
+    path = paths.find_log(settings, name)  # an earlier version's name, where only it exists
     if not path.is_file():
         with Store.open(settings.store_url) as db:
             db.get_sweep(name)  # an unknown sweep: NotFoundError naming it

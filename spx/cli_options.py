@@ -14,3 +14,4 @@ Address = Annotated[str | None, typer.Option("--address", help="Ray cluster addr
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
 Plain = Annotated[bool, typer.Option("--plain", help="plain lines, no live panel")]
 Follow = Annotated[bool, typer.Option("--follow", "-f", help="keep printing until it ends")]
+Force = Annotated[bool, typer.Option("--force", help="overwrite an existing output file")]

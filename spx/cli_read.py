@@ -6,6 +6,7 @@ Bad input raises ConfigError / NotFoundError, which ``spx.cli.main`` turns into 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, cast
 
@@ -13,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from spx.cli_options import AsJson, Store_
+from spx.cli_options import AsJson, Force, Store_
 from spx.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -32,9 +33,13 @@ def register(app: typer.Typer) -> None:
 
 
 def _store_url(store: str | None) -> str:
+    """The store's URL, once it is known to hold a store: a read creates nothing."""
+    from spx.platform.readonly import require_store
     from spx.platform.settings import resolve
 
-    return resolve(store).store_url
+    url = resolve(store).store_url
+    require_store(url)
+    return url
 
 
 def _trials(sweep: str, store: str | None):
@@ -83,9 +88,12 @@ def scaling_law(
     if as_json:
         print(to_json([f.to_dict() for f in rows]))
         return
-    table = Table("group", *rows[0].coefficients, "R²", "held-out", "n", "converged")
+    table = Table(
+        "group", *rows[0].coefficients, "R²", "held-out", "n", "converged", "identifiable"
+    )
     for f in rows:
         cells = [_interval(v, f.intervals[k]) for k, v in f.coefficients.items()]
+        free = [k for k, ok in f.identifiable.items() if not ok]
         table.add_row(
             "all" if f.group is None else str(f.group),
             *cells,
@@ -93,9 +101,14 @@ def scaling_law(
             f"{f.heldout_error:.4g}",
             str(f.n),
             "yes" if f.converged else f"NO: {f.message}",
+            f"NO: {', '.join(free)}" if free else "yes",
         )
     out.print(f"{rows[0].law} law, {rows[0].target} ~ {', '.join(rows[0].inputs)}")
     out.print(table)
+    for f in rows:
+        where = "" if f.group is None else f" ({f.group})"
+        for text in f.warnings:
+            out.print(f"warning{where}: {text}", markup=False, highlight=False, style="yellow")
 
 
 def _draw_fit(trials, fits, path: Path) -> None:
@@ -141,24 +154,49 @@ def query(
     sql: Annotated[str, typer.Argument(help="one SQL statement, e.g. SELECT * FROM trial_summary")],
     store: Store_ = None,
     as_json: AsJson = False,
-    as_csv: Annotated[bool, typer.Option("--csv", help="print CSV")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="print CSV, row by row")] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="seconds before the query is cancelled")
+    ] = 30.0,
+    limit: Annotated[int, typer.Option("--limit", help="at most this many rows")] = 100_000,
 ) -> None:
-    """Run read-only SQL on the results store (views: trial_summary, metric_history)."""
-    from spx.dashboards.query import run_query
-    from spx.platform.views import to_json
+    """Run one read-only SQL statement on the results store (views: trial_summary,
+    metric_history): SELECT, WITH ... SELECT, VALUES, TABLE, or EXPLAIN of one of those."""
+    from spx.dashboards.query import query_rows
 
     if as_json and as_csv:
         raise ConfigError("choose one of --json and --csv", field="--csv", value=True)
-    df = run_query(_store_url(store), sql)
+    with query_rows(_store_url(store), sql, timeout_s=timeout, limit=limit) as rows:
+        for note in rows.notes:
+            typer.echo(note, err=True)
+        if as_csv:
+            _write_csv(rows)
+        else:
+            _print_rows(rows, as_json)
+        if rows.truncated:
+            typer.echo(f"note: output cut at {limit} rows (--limit)", err=True)
+
+
+def _write_csv(rows) -> None:
+    import csv
+
+    # Each row goes out as it is fetched; nothing holds the whole result.
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(rows.columns)
+    for row in rows:
+        writer.writerow(row)
+
+
+def _print_rows(rows, as_json: bool) -> None:
+    from spx.platform.views import to_json
+
     if as_json:
-        print(to_json(df.to_dict("records")))
-    elif as_csv:
-        print(df.to_csv(index=False), end="")
-    else:
-        table = Table(*[str(c) for c in df.columns])
-        for row in df.itertuples(index=False):
-            table.add_row(*(str(v) for v in row))
-        out.print(table)
+        print(to_json([dict(zip(rows.columns, row, strict=True)) for row in rows]))
+        return
+    table = Table(*[str(c) for c in rows.columns])
+    for row in rows:
+        table.add_row(*(str(v) for v in row))
+    out.print(table)
 
 
 def report(
@@ -167,11 +205,12 @@ def report(
         "report.html"
     ),
     store: Store_ = None,
+    force: Force = False,
 ) -> None:
     """Write one self-contained HTML report of a sweep (plots work offline)."""
     from spx.dashboards.report import write_report
 
-    written = write_report(sweep, output, _store_url(store))
+    written = write_report(sweep, output, _store_url(store), force=force)
     out.print(f"wrote {written}")
 
 
