@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -10,6 +11,28 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+TESTS = REPO / "tests"
+
+TINY_SWEEP = """
+name: tiny
+task: digits-mlp
+method: grid
+fixed: {train.steps: 10, train.report_every: 5, model.width: 16}
+parameters:
+  prune.method: {values: [none]}
+resources: {concurrent: 1}
+"""
+"""One dense digits trial of ten steps: the smallest sweep that runs end to end."""
+
+
+def load_test_module(relative: str, name: str):
+    """Import ``tests/<relative>`` by path: test folders are not packages, so fixtures and
+    literal data shared between folders are loaded this way."""
+    spec = importlib.util.spec_from_file_location(name, TESTS / relative)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def spx_exe() -> str:

@@ -6,25 +6,13 @@ cannot be imported by name without shadowing the standard library, so it is load
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from helpers import load_test_module
 
 from spx.platform.store import Store, TrialStatus
 
-
-def _load_platform_conftest():
-    path = Path(__file__).resolve().parent.parent / "platform" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("spx_tests_platform_conftest", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_platform = _load_platform_conftest()
+_platform = load_test_module("platform/conftest.py", "spx_tests_platform_conftest")
 postgres_base_url = _platform.postgres_base_url
 postgres_url = _platform.postgres_url
 store_url = _platform.store_url

@@ -4,12 +4,10 @@ test_scaling.py: tokens held constant, two token budgets, a loss that follows no
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-from helpers import run_spx
+from helpers import load_test_module, run_spx
 
 from spx.platform.store import Store, TrialStatus
 
@@ -17,17 +15,8 @@ pytestmark = pytest.mark.e2e
 LAW = ("analyze", "scaling-law")
 
 
-def _unit_tests():
-    # Test folders are not packages here: the literal sweeps are loaded by path, not copied.
-    path = Path(__file__).with_name("test_scaling.py")
-    spec = importlib.util.spec_from_file_location("spx_tests_scaling", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_scaling = _unit_tests()
+# Test folders are not packages here: the literal sweeps are loaded by path, not copied.
+_scaling = load_test_module("dashboards/test_scaling.py", "spx_tests_scaling")
 NOISE, grid_trials = _scaling.NOISE, _scaling.grid_trials
 
 

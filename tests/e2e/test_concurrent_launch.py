@@ -15,22 +15,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers import run_spx, spx_exe
+from helpers import TINY_SWEEP, run_spx, spx_exe
 from mlflow.tracking import MlflowClient
 
 from spx.platform.store import Store
 
 pytestmark = pytest.mark.e2e
-
-TINY = """
-name: tiny
-task: digits-mlp
-method: grid
-fixed: {train.steps: 10, train.report_every: 5, model.width: 16}
-parameters:
-  prune.method: {values: [none]}
-resources: {concurrent: 1}
-"""
 
 
 def _launch_at_once(root: Path, names: list[str]) -> list[subprocess.CompletedProcess]:
@@ -81,7 +71,7 @@ def _check_home(home: Path, names: set[str]) -> None:
 
 
 def test_three_launches_at_once_on_a_fresh_home(tmp_path):
-    (tmp_path / "tiny.yaml").write_text(TINY)
+    (tmp_path / "tiny.yaml").write_text(TINY_SWEEP)
     started = time.monotonic()
     a, b1, b2 = _launch_at_once(tmp_path, ["a", "b", "b"])
     print(f"3 launches at once: {time.monotonic() - started:.0f} s")
@@ -95,7 +85,7 @@ def test_three_launches_at_once_on_a_fresh_home(tmp_path):
 
 @pytest.mark.slow
 def test_four_launches_at_once_then_the_home_still_works(tmp_path):
-    (tmp_path / "tiny.yaml").write_text(TINY)
+    (tmp_path / "tiny.yaml").write_text(TINY_SWEEP)
     results = _launch_at_once(tmp_path, ["a", "b", "c", "c"])
     codes: dict[str, list[int]] = {}
     for r in results:

@@ -10,25 +10,15 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import run_spx
+from helpers import TINY_SWEEP, run_spx
 
 from spx.platform.store import Store
 from spx.platform.tracking import DATABASE_SCHEMES, MLFLOW_SCHEMES, check_backend
 
-SWEEP = """
-name: pre
-task: digits-mlp
-method: grid
-fixed: {train.steps: 10, train.report_every: 5, model.width: 16}
-parameters:
-  prune.method: {values: [none]}
-resources: {concurrent: 1}
-"""
-
 
 @pytest.fixture
 def home(spx_home: Path, tmp_path: Path) -> Path:
-    (tmp_path / "s.yaml").write_text(SWEEP)
+    (tmp_path / "s.yaml").write_text(TINY_SWEEP.replace("name: tiny", "name: pre"))
     Store.open(f"sqlite:///{spx_home / 'spx.db'}").close()
     return spx_home
 
