@@ -41,6 +41,7 @@ from spx.platform.sweep_models import (
     Values,
 )
 from spx.search import nas
+from spx.search.base import Strategy
 from spx.search.constraints import Constraints, parse_constraints
 from spx.search.nas import ARMS
 from spx.search.optuna_search import SAMPLERS, check_space
@@ -61,6 +62,7 @@ __all__ = [
     "Resources",
     "SweepSpec",
     "Values",
+    "ask_trials",
     "full_config",
     "load_spec",
     "parse_spec",
@@ -206,11 +208,15 @@ def spec_hash(text: str) -> str:
 def resolve_trials(spec: SweepSpec, limit: int | None = None) -> list[TrialConfig]:
     """The trial configs the sweep will run (the first ``limit`` of them), validated.
 
-    An adaptive method's configs depend on results not yet known: it is previewed, and
-    validated, by random draws from the same space.
+    An adaptive method's configs depend on results not yet known: it is validated by random
+    draws from the same space (what launch will run: :func:`spx.platform.preview.preview`).
     """
     method = "random" if spec.method in SAMPLERS else spec.method
-    strategy = build_strategy(method, strategy_context(spec))
+    return ask_trials(spec, build_strategy(method, strategy_context(spec)), limit)
+
+
+def ask_trials(spec: SweepSpec, strategy: Strategy, limit: int | None = None) -> list[TrialConfig]:
+    """The first ``limit`` configs ``strategy`` suggests (all of them: None), validated."""
     task = build_task(spec.task)
     out: list[TrialConfig] = []
     while limit is None or len(out) < limit:

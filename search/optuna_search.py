@@ -43,11 +43,21 @@ from spx.search.study_storage import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
+SEEDED = {"tpe": 10, "nsga2": 50, "cmaes": 1, "qmc": 1}
+"""How many first trials each sampler draws from its seed alone, whatever the results: TPE's
+startup trials and NSGA-II's first generation are random draws until that many trials have
+finished; CMA-ES and QMC draw their first trial at random (later ones depend on which
+trials finished, or failed, before they were asked)."""
+
 SAMPLERS: dict[str, Callable[[int], BaseSampler]] = {
     # constant_liar: trials still running count as bad guesses, so parallel asks spread out.
-    "tpe": lambda seed: TPESampler(seed=seed, multivariate=True, constant_liar=True),
-    "cmaes": lambda seed: CmaEsSampler(seed=seed, warn_independent_sampling=False),
-    "nsga2": lambda seed: NSGAIISampler(seed=seed),
+    "tpe": lambda seed: TPESampler(
+        seed=seed, multivariate=True, constant_liar=True, n_startup_trials=SEEDED["tpe"]
+    ),
+    "cmaes": lambda seed: CmaEsSampler(
+        seed=seed, warn_independent_sampling=False, n_startup_trials=SEEDED["cmaes"]
+    ),
+    "nsga2": lambda seed: NSGAIISampler(seed=seed, population_size=SEEDED["nsga2"]),
     "qmc": lambda seed: _qmc(seed),
 }
 SINGLE_OBJECTIVE = {"cmaes"}
