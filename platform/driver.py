@@ -162,7 +162,8 @@ class Driver:
             with homelock.setup_lock(self.settings.home, [storage] if storage else []):
                 # An Optuna method creates its study's tables here on first use.
                 strategy = build_strategy(self.spec.method, strategy_context(self.spec, storage))
-            self.display.start(sweep.name, strategy.total)
+            ended = {number: str(t.status) for number, t in done.items()}
+            self.display.start(sweep.name, strategy.total, ended)  # a resume counts on
             folder = checkpoint_folder(self.settings, sweep)
             trials = Scheduler(self, sweep, strategy, exp, parent, done, self._stopper(), folder)
             trials.run()

@@ -14,7 +14,7 @@ from rich.table import Table
 
 
 class Display(Protocol):
-    def start(self, name: str, total: int | None) -> None: ...
+    def start(self, name: str, total: int | None, ended: dict[int, str] | None = None) -> None: ...
     def started(self, number: int, params: dict[str, Any]) -> None: ...
     def reported(self, number: int, step: int, metrics: dict[str, float]) -> None: ...
     def finished(
@@ -94,9 +94,14 @@ class PlainDisplay:
     def _say(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
-    def start(self, name: str, total: int | None) -> None:
+    def start(self, name: str, total: int | None, ended: dict[int, str] | None = None) -> None:
+        """``ended``: a resumed sweep's trials that already ran to their end (number ->
+        status), so its count goes on from them rather than from 0."""
         self.tally.total = total
-        self._say(f"sweep {name}: {total if total is not None else '?'} trials")
+        self.tally.ended.update(ended or {})
+        shown = total if total is not None else "?"
+        already = f", {self.tally.done()} already done" if ended else ""
+        self._say(f"sweep {name}: {shown} trials{already}")
 
     def started(self, number: int, params: dict[str, Any]) -> None:
         self.tally.start(number)
@@ -130,9 +135,10 @@ class LiveDisplay(PlainDisplay):
     def _say(self, text: str) -> None:
         self.live.update(self._render())
 
-    def start(self, name: str, total: int | None) -> None:
+    def start(self, name: str, total: int | None, ended: dict[int, str] | None = None) -> None:
         self.name = name
         self.tally.total = total
+        self.tally.ended.update(ended or {})
         self.live.start()
         self.live.update(self._render())
 

@@ -196,7 +196,20 @@ class Scheduler:
             if suggestion is None:
                 self.exhausted = True
                 return
+            if self._stop_requested_now():
+                self.ahead = ahead  # not started: kept, as a suggestion asked ahead is
+                return
             self._submit(suggestion)
+
+    def _stop_requested_now(self) -> bool:
+        """Read the sweep row itself before a trial starts (one query): ``Watch.poll`` reads
+        it at most every second, and the suggestion may have taken that long, so a stop
+        requested meanwhile would otherwise let one more trial start after it."""
+        if self.d.store.get_sweep(self.sweep.name).status in lifecycle.STOP_REQUESTS:
+            if not self.stopping:
+                log.warning("stop requested: no new trials start; running ones finish")
+            self.stopping = True
+        return self.stopping
 
     def _ask_ahead(self) -> None:
         if self.ahead is None and not self.exhausted and not self.stopping and self.running:

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from spx.cli_ops import hint_flags
 from spx.cli_ops import register as register_ops_commands
 from spx.cli_options import Address, AsJson, Force, Plain, Store_, Tracking
 from spx.cli_read import register as register_read_commands
@@ -93,11 +94,29 @@ def validate(
             f"  memory: the largest trial's tensors take about {sizing.human_bytes(needs)} "
             f"(this machine has {sizing.human_bytes(memory)}; launch checks the largest Ray node)"
         )
+    _print_preview(spec, configs, show)
+
+
+def _print_preview(spec, configs, show: int) -> None:
+    """The first ``show`` trials exactly as launch will run them; those that depend on
+    results are said to, never made up (platform/preview.py)."""
+    from spx.platform.preview import preview
+
     flats = [c.flat() for c in configs]
     varied = [k for k in flats[0] if len({json.dumps(f[k]) for f in flats}) > 1]
-    for i, flat in enumerate(flats[:show]):
+    p = preview(spec, show)
+    if p.known < p.total:
+        first = "the first trial is" if p.known == 1 else f"the first {p.known} trials are"
+        out.print(
+            f"  {first} the seeded sampler's draws, as launch will run them; "
+            f"the other {p.total - p.known} depend on the results of earlier trials"
+        )
+    for i, cfg in enumerate(p.configs):
+        flat = cfg.flat()
         shown = ", ".join(f"{k}={flat[k]}" for k in varied) or "(every trial alike)"
         out.print(f"  trial {i}: {shown}")
+    for i in range(len(p.configs), min(show, p.total)):
+        out.print(f"  trial {i}: chosen by {spec.method} from the results of earlier trials")
 
 
 @sweep_app.command("launch")
@@ -152,21 +171,32 @@ def _summary(result, settings) -> None:
     from spx.platform.settings import mask_url
 
     t = result.trials
-    done = sum(x.status == "COMPLETED" for x in t)
-    out.print(
-        f"\n[bold]{result.sweep.name}[/]: {done} completed, {result.failed} failed of {len(t)}"
-    )
+    out.print(f"\n[bold]{result.sweep.name}[/]: {_end_counts(t)} of {len(t)}")
     if result.best is not None:
         b = result.best
         value = (b.metrics or {}).get(result.objective)
         out.print(f"best trial {b.number}: {result.objective}={value:.4f}")
         out.print("  " + ", ".join(f"{k}={b.params[k]}" for k in _varied(t)))
     out.print(f"report: {_write_report(result.sweep.name, settings)}")
+    store, tracking = hint_flags(settings)
     out.print(f"store:  {mask_url(settings.store_url)}")
-    out.print(f"        spx sweep show {_quote(result.sweep.name)}")
+    out.print(f"        spx sweep show {_quote(result.sweep.name)}{store}")
     out.print(
-        f"MLflow: spx ui   (serves {mask_url(settings.tracking_uri)} at http://127.0.0.1:5000)"
+        f"MLflow: spx ui{tracking}   "
+        f"(serves {mask_url(settings.tracking_uri)} at http://127.0.0.1:5000)"
     )
+
+
+def _end_counts(trials) -> str:
+    """Like "4 completed, 2 pruned, 0 failed": completed and failed always, every other
+    state (pruned; lost or pending in a stopped sweep) when a trial is in it."""
+    counts: dict[str, int] = {}
+    for trial in trials:
+        counts[str(trial.status)] = counts.get(str(trial.status), 0) + 1
+    order = ["COMPLETED", "PRUNED", "FAILED"]
+    order += sorted(set(counts) - set(order))
+    shown = [s for s in order if s in ("COMPLETED", "FAILED") or counts.get(s)]
+    return ", ".join(f"{counts.get(s, 0)} {s.lower()}" for s in shown)
 
 
 def _write_report(name: str, settings) -> str:

@@ -26,6 +26,8 @@ from spx.errors import ConfigError, NotFoundError, SweepBusyError
 out = Console(soft_wrap=True, highlight=False)
 
 _TICK_S = 0.5
+_DETACH_WAIT_S = 180.0
+"""How long `launch --detach` waits for its driver to write the sweep row (Ray starts first)."""
 
 
 def register(app: typer.Typer) -> None:
@@ -40,6 +42,23 @@ def _settings(store: str | None = None, tracking: str | None = None, address: st
     from spx.platform.settings import resolve
 
     return resolve(store, tracking, address)
+
+
+def hint_flags(settings) -> tuple[str, str]:
+    """The ``--store`` and ``--tracking-uri`` flags a printed hint needs so that pasting it
+    reaches the same store and MLflow: each only when its URL is not the one the shell's
+    environment (or the default) already gives; masked, as every URL spx prints."""
+    import shlex
+
+    from spx.platform.settings import mask_url
+
+    plain = _settings()
+    store, tracking = "", ""
+    if settings.store_url != plain.store_url:
+        store = f" --store {shlex.quote(mask_url(settings.store_url))}"
+    if settings.tracking_uri != plain.tracking_uri:
+        tracking = f" --tracking-uri {shlex.quote(mask_url(settings.tracking_uri))}"
+    return store, tracking
 
 
 # -- launch --detach --------------------------------------------------------------------
@@ -94,12 +113,42 @@ def detach(
             start_new_session=True,
         )
     lifecycle.record_driver(settings, spec.name, proc.pid)
-    q = _quote(spec.name)
+    _await_sweep_row(settings, spec.name, proc, log)
+    q, (flag, _) = _quote(spec.name), hint_flags(settings)
     out.print(f"{spec.name}: driver started in the background (pid {proc.pid})")
     out.print(f"  store:  {mask_url(settings.store_url)}")
-    out.print(f"  status: spx sweep status {q} --watch")
-    out.print(f"  logs:   spx sweep logs {q} --follow   ({log})")
-    out.print(f"  stop:   spx sweep stop {q}   (--cancel stops the running trials too)")
+    out.print(f"  status: spx sweep status {q}{flag} --watch")
+    out.print(f"  logs:   spx sweep logs {q}{flag} --follow   ({log})")
+    out.print(f"  stop:   spx sweep stop {q}{flag}   (--cancel stops the running trials too)")
+
+
+def _await_sweep_row(settings, name: str, proc: subprocess.Popen, log: Path) -> None:
+    """Return once the driver has written the sweep's row, so the hints printed next answer
+    at once; a driver that exits first (bad tracking URI, no capacity) has its log's tail
+    printed and its exit code passed on. After ``_DETACH_WAIT_S`` the driver is left to run."""
+    from spx.platform.store import Store
+
+    deadline = time.monotonic() + _DETACH_WAIT_S
+    with Store.open(settings.store_url) as db:
+        while time.monotonic() < deadline:
+            try:
+                db.get_sweep(name)
+                return
+            except NotFoundError:
+                pass
+            code = proc.poll()
+            if code is not None:
+                try:
+                    db.get_sweep(name)  # written just before it exited
+                    return
+                except NotFoundError:
+                    tail = log.read_text(errors="replace").splitlines()[-20:]
+                    err = Console(stderr=True, soft_wrap=True, highlight=False)
+                    err.print(f"{name}: the driver exited with code {code} before the sweep began:")
+                    err.print("\n".join(tail), markup=False)
+                    raise typer.Exit(code or 1) from None
+            time.sleep(_TICK_S / 2)
+    out.print(f"{name}: the driver has not written the sweep yet after {_DETACH_WAIT_S:g} s")
 
 
 # -- status --watch ---------------------------------------------------------------------

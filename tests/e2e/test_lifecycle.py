@@ -107,6 +107,9 @@ def test_detach_then_stop_lets_running_trials_finish(home):
     assert "driver started in the background" in launched.stdout
     for command in ("spx sweep status det --watch", "spx sweep logs det", "spx sweep stop det"):
         assert command in launched.stdout
+    # The hint answers at once: --detach returned only after the driver wrote the sweep.
+    status = home.spx("sweep", "status", "det")
+    assert status.returncode == 0, status.stdout + status.stderr
     pid = home.driver_pid("det")
     wait_for(lambda: _running_past(home, "det", 100))
 
@@ -131,6 +134,30 @@ def test_detach_then_stop_lets_running_trials_finish(home):
     journal = home.spx("sweep", "logs", "det", "0")
     assert journal.returncode == 0, journal.stderr
     assert journal.stdout.splitlines()[-1].split()[:2] == ["step", "1000"]
+
+
+def test_detach_passes_on_a_driver_that_exits_before_the_sweep_begins(home):
+    """The background driver cannot open its MLflow backend: --detach says why, exit 1."""
+    tracking = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"
+    sweep_file = home.sweep_file("early", [0], 10)
+    launched = home.spx("sweep", "launch", sweep_file, "--detach", "--tracking-uri", tracking)
+    assert launched.returncode == 1, launched.stdout + launched.stderr
+    assert "the driver exited with code 1 before the sweep began" in launched.stderr
+    assert "cannot open the MLflow tracking backend" in launched.stderr  # its log's tail
+    assert "driver started in the background" not in launched.stdout
+    assert home.trials("early") == []
+
+
+def test_detach_hints_name_a_store_given_by_flag(home):
+    store = f"sqlite:///{home.root / 'elsewhere.db'}"
+    launched = home.spx(
+        "sweep", "launch", home.sweep_file("hint", [0], 10), "--detach", "--store", store
+    )
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    assert f"spx sweep status hint --store {store} --watch" in launched.stdout
+    watched = home.spx("sweep", "status", "hint", "--store", store, "--watch", "--interval", "0.5")
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    assert "hint: COMPLETED" in watched.stdout.splitlines()[-1]
 
 
 def test_cancel_stops_running_trials_and_marks_them(home):

@@ -48,3 +48,17 @@ def test_the_live_panel_never_reads_more_done_than_trials():
     display.stop()
     assert display.tally.done() == 3
     assert "3/3 done" in console.file.getvalue() and "4/3" not in console.file.getvalue()
+
+
+def test_a_resumed_sweep_counts_on_from_its_finished_trials():
+    """Resuming 12 trials of which 4 ended: the first new end is [5/12 done], not [1/12]."""
+    out = io.StringIO()
+    display = PlainDisplay("val/loss", "minimize", stream=out)
+    ended = {0: "COMPLETED", 1: "COMPLETED", 2: "PRUNED", 3: "FAILED"}
+    display.start("s", 12, ended)
+    display.started(4, {"train.seed": 4})
+    display.finished(4, "COMPLETED", 0.5, None)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "sweep s: 12 trials, 4 already done"
+    assert lines[-1].endswith("[5/12 done]")
+    assert display.tally.counts == {"COMPLETED": 3, "PRUNED": 1, "FAILED": 1}
