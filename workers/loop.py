@@ -89,6 +89,7 @@ class State:
     accountant: Accountant
     generator: torch.Generator
     engine: Engine
+    device: torch.device = torch.device("cpu")
     step: int = 0
     sync: Sync | None = None
     evaluated: tuple[int, dict[str, float]] | None = None
@@ -111,25 +112,42 @@ def build_optimizer(cfg: TrialConfig, model: nn.Module) -> torch.optim.Optimizer
 _INIT_LOCK = threading.Lock()
 
 
+def trial_device(cfg: TrialConfig) -> torch.device:
+    """Where a trial trains: the GPU when this process sees one (Ray hides the GPUs from a
+    worker that asked for none: ``resources.gpus_per_worker``), else the CPU. DeepSpeed
+    runs here with its CPU accelerator (engine.py), so its trials stay on the CPU."""
+    if cfg.engine == "torch" and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def on_device(batch: tuple, device: torch.device) -> tuple:
+    """A batch's tensors on ``device`` (tasks build batches on the CPU)."""
+    if device.type == "cpu":
+        return batch
+    return tuple(t.to(device, non_blocking=True) for t in batch)
+
+
 def build_state(cfg: TrialConfig, task: Task, rank: int = 0, workers: int = 1) -> State:
     """A fresh trial state; ``rank`` picks a worker's own data shard (its data seed), and
     ``workers`` (the group's size) makes ``data/tokens`` and compute count every worker's."""
+    device = trial_device(cfg)
     with _INIT_LOCK:  # init reads torch's global RNG; ranks may be threads of one process
         torch.manual_seed(cfg.train.seed)
-        model = task.build_model(cfg)
+        model = task.build_model(cfg).to(device)  # initialised on the CPU: same weights
         pruner = build_pruner(cfg, model)
     per_batch = task.tokens_per_batch(cfg)
     accountant = Accountant.build(
         model,
         pruner.masks,
-        task.example_input(cfg),
+        task.example_input(cfg).to(device),
         tokens_per_example=per_batch / cfg.train.batch_size,
         tokens_per_step=per_batch * workers,  # each worker trains on its own batch
     )
     generator = torch.Generator().manual_seed(cfg.train.seed + 1 + 1_000_003 * rank)
     optimizer = build_optimizer(cfg, model)
     engine = build_engine(cfg, model, optimizer, pruner.masks)
-    return State(cfg, model, optimizer, pruner, accountant, generator, engine)
+    return State(cfg, model, optimizer, pruner, accountant, generator, engine, device=device)
 
 
 def train(
@@ -212,7 +230,7 @@ def advance(state: State, task: Task, batch: tuple) -> tuple[float, bool]:
 def _train_step(state: State, task: Task, batch: tuple) -> float:
     state.model.train()
     state.optimizer.zero_grad(set_to_none=True)
-    loss = task.loss(state.engine.module, batch)
+    loss = task.loss(state.engine.module, on_device(batch, state.device))
     value = float(loss.detach())
     if not math.isfinite(value):
         raise TrialError(f"train/loss is {value} at step {state.step + 1}")
@@ -336,8 +354,8 @@ def _compaction(state: State, task: Task, cfg: TrialConfig) -> dict[str, float]:
     from spx.workers.oto import GroupPruner
 
     source = state.pruner if isinstance(state.pruner, GroupPruner) else None
-    small, counts = compact(state.model, task.example_input(cfg), source)
-    inputs = next(task.batches(cfg, torch.Generator().manual_seed(0)))[0]
+    small, counts = compact(state.model, task.example_input(cfg).to(state.device), source)
+    inputs = next(task.batches(cfg, torch.Generator().manual_seed(0)))[0].to(state.device)
     with torch.no_grad():
         diff = (small.eval()(inputs) - state.model.eval()(inputs)).abs().max()
     return {**counts.metrics(), "compact/max_abs_diff": float(diff)}

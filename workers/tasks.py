@@ -105,10 +105,11 @@ class DigitsMLP(Task):
     @torch.no_grad()
     def evaluate(self, model: nn.Module, cfg: TrialConfig, part: Part = "val") -> dict[str, float]:
         val = digits.part(part, self.data_dir)
-        logits = model(val.x)
+        x, y = (t.to(model_device(model)) for t in (val.x, val.y))
+        logits = model(x)
         return {
-            "val/loss": float(F.cross_entropy(logits, val.y)),
-            "val/acc": float((logits.argmax(1) == val.y).float().mean()),
+            "val/loss": float(F.cross_entropy(logits, y)),
+            "val/acc": float((logits.argmax(1) == y).float().mean()),
         }
 
     def example_input(self, cfg: TrialConfig) -> Tensor:
@@ -175,8 +176,9 @@ class CodeGPT(Task):
         # Fixed, evenly spaced windows: every trial is scored on the same bytes.
         starts = torch.linspace(0, len(val) - ctx - 2, n).long()
         loss = correct = 0.0
+        device = model_device(model)
         for chunk in starts.split(cfg.train.batch_size):
-            x, y = self._windows(val, chunk, ctx)
+            x, y = (t.to(device) for t in self._windows(val, chunk, ctx))
             logits = model(x)
             loss += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
             correct += float((logits.argmax(-1) == y).sum())
@@ -191,6 +193,12 @@ class CodeGPT(Task):
 
     def prepare(self) -> None:
         corpus.load(self.data_dir)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s weights are (the loop trains on the GPU when it has one): a task's
+    batches and evaluation data are built on the CPU and sent there."""
+    return next(model.parameters()).device
 
 
 def _whole_splits_only(task: str, part: str) -> None:
