@@ -1,11 +1,12 @@
 """What ``spx sweep validate`` shows: the first configs launch will run, exactly, or none.
 
-A grid, a random search and the NAS presets are decided by the sweep file and its seed:
-every trial is known. An Optuna sampler's first trials are seeded random draws that no
-result can change (:data:`~spx.search.optuna_search.SEEDED`: TPE's startup trials,
-NSGA-II's first generation, the first trial of CMA-ES and QMC); they are asked here the
-way launch asks them (the same strategy, seed and order, constraints included) of a study
-kept in memory, so nothing is written. Later trials depend on results: they are not shown.
+A strategy that is not adaptive (grid, random search, the NAS presets, ...) is decided by
+the sweep file and its seed: every trial is known. An adaptive one's first trials are
+seeded draws that no result can change (its ``seeded`` flag, registry.py: TPE's
+startup trials, NSGA-II's first generation, the first trial of CMA-ES and QMC); they are
+asked here the way launch asks them (the same strategy, seed and order, constraints
+included) of a study kept in memory, so nothing is written. Later trials depend on
+results: they are not shown.
 
 >>> from spx.platform.spec import parse_spec
 >>> spec = parse_spec('''
@@ -26,8 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spx.platform.spec import SweepSpec, ask_trials, resolve_trials, strategy_context
-from spx.search.optuna_search import SAMPLERS, SEEDED
-from spx.search.strategies import build_strategy
+from spx.search.strategies import build_strategy, strategy_class
 from spx.workers.config import TrialConfig
 
 
@@ -43,11 +43,12 @@ class Preview:
 
 def preview(spec: SweepSpec, limit: int) -> Preview:
     """The first ``limit`` (or fewer, when fewer are decided) configs launch will run."""
-    if spec.method not in SAMPLERS:
+    strategy_cls = strategy_class(spec.method)
+    if not strategy_cls.adaptive:
         configs = resolve_trials(spec)
         return Preview(configs[:limit], len(configs), len(configs))
     total = spec.budget() * max(len(spec.seeds()), 1)
-    known = min(SEEDED[spec.method] * max(len(spec.seeds()), 1), total)
+    known = min(strategy_cls.seeded * max(len(spec.seeds()), 1), total)
     # In memory (storage_url None): the study launch makes is an RDB one, but a seeded
     # random draw does not depend on where the study lives.
     strategy = build_strategy(spec.method, strategy_context(spec))

@@ -29,8 +29,6 @@ from pydantic import ValidationError
 from spx.errors import ConfigError, short_repr
 from spx.platform.limits import check_grid, load_yaml, read_text
 from spx.platform.sweep_models import (
-    GRIDS,
-    SPEC_METHODS,
     EarlyStop,
     Objective,
     ParamSpec,
@@ -43,17 +41,13 @@ from spx.platform.sweep_models import (
 from spx.search import nas
 from spx.search.base import Strategy
 from spx.search.constraints import Constraints, parse_constraints
-from spx.search.nas import ARMS
-from spx.search.optuna_search import SAMPLERS, check_space
 from spx.search.replicates import SEED_KEY
 from spx.search.space import Categorical, search_order
-from spx.search.strategies import StrategyContext, build_strategy
+from spx.search.strategies import StrategyContext, build_strategy, strategy_class
 from spx.workers.config import TrialConfig, expand_keys, known_keys, type_reason
 from spx.workers.tasks import build_task
 
 __all__ = [
-    "GRIDS",
-    "SPEC_METHODS",
     "EarlyStop",
     "Objective",
     "ParamSpec",
@@ -159,10 +153,11 @@ def _check_grace(spec: SweepSpec, configs: list[TrialConfig]) -> None:
 
 
 def _check_grid(spec: SweepSpec) -> None:
-    """A grid (or NAS) method's points x arms x seeds are counted before they are built."""
-    if spec.method in GRIDS:
+    """An enumerating method's points x arms x seeds are counted before they are built."""
+    strategy = strategy_class(spec.method)
+    if strategy.enumerates:
         values = {k: a for k, a in spec.space().items() if isinstance(a, Categorical)}
-        runs = len(ARMS.get(spec.method, ("grid",))) * max(len(spec.seeds()), 1)
+        runs = max(len(strategy.arms), 1) * max(len(spec.seeds()), 1)
         check_grid(values, spec.search_conditions(), runs)
 
 
@@ -211,7 +206,7 @@ def resolve_trials(spec: SweepSpec, limit: int | None = None) -> list[TrialConfi
     An adaptive method's configs depend on results not yet known: it is validated by random
     draws from the same space (what launch will run: :func:`spx.platform.preview.preview`).
     """
-    method = "random" if spec.method in SAMPLERS else spec.method
+    method = "random" if strategy_class(spec.method).adaptive else spec.method
     return ask_trials(spec, build_strategy(method, strategy_context(spec)), limit)
 
 
@@ -246,14 +241,13 @@ def trial_config(spec: SweepSpec, params: dict[str, Any]) -> TrialConfig:
 
 
 def _check_search(spec: SweepSpec) -> None:
-    """What the method and early termination need of the space and the objectives."""
+    """What early termination needs, and the objectives (the method's own checks run with
+    the axes')."""
     metrics = [o.metric for o in spec.objectives]
     if not metrics:
         raise ConfigError("give at least one objective", field="objective", value=[])
     if len(set(metrics)) != len(metrics):
         raise ConfigError("each objective must name a different metric", field="objective")
-    if spec.method in SAMPLERS:
-        check_space(spec.method, spec.space(), len(spec.objectives))
     spec.stop_target()
 
 
@@ -299,12 +293,9 @@ def _check_axes(spec: SweepSpec) -> None:
         )
     _check_set_once(spec.fixed)
     TrialConfig.from_flat(spec.task, dict(spec.fixed), "fixed.")
+    # What the method cannot search (a grid's ranges, ...) before the values are probed.
+    strategy_class(spec.method).check(spec.space(), len(spec.objectives))
     for key, axis in spec.parameters.items():
-        if spec.method in GRIDS and isinstance(axis, Range):
-            raise ConfigError(
-                f"method {spec.method} runs a grid: it needs a list of values, not a min/max range",
-                field=f"parameters.{key}",
-            )
         probes = axis.values if isinstance(axis, Values) else [axis.min, axis.max]
         if isinstance(axis, Range) and axis.int:
             probes = [int(p) for p in probes]

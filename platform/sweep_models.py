@@ -25,7 +25,6 @@ from pydantic import (
 
 from spx.errors import ConfigError, short_repr
 from spx.search.base import Goal
-from spx.search.nas import ARMS
 from spx.search.space import (
     Axis,
     Categorical,
@@ -38,8 +37,16 @@ from spx.search.space import (
 from spx.search.strategies import STRATEGIES
 from spx.workers.tasks import task_class
 
-GRIDS = ("grid", *ARMS)  # methods that enumerate the space (NAS methods add their arms)
-SPEC_METHODS = ("grid", "random", "tpe", "cmaes", "nsga2", "qmc", "random-nas", "dass", "oto")
+
+def _method_schema(schema: dict[str, Any]) -> None:
+    """``method`` in the JSON Schema: the registered strategies, each described."""
+    schema["enum"] = sorted(STRATEGIES)
+    lines = []
+    for name in schema["enum"]:
+        cls = STRATEGIES[name]
+        traits = f" [{cls.traits()}]" if cls.traits() else ""
+        lines.append(f"{name}: {cls.summary()}{traits}")
+    schema["description"] = "The search strategy.\n" + "\n".join(lines)
 
 
 class _Strict(BaseModel):
@@ -156,7 +163,7 @@ class SweepSpec(_Strict):
 
     name: str = Field(min_length=1, max_length=200)
     task: str
-    method: str = "grid"
+    method: str = Field("grid", json_schema_extra=_method_schema)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     trials: int | None = Field(None, ge=1, le=1_000_000)
     objective: Objective | list[Objective] = Objective()
@@ -198,13 +205,8 @@ class SweepSpec(_Strict):
     @field_validator("method")
     @classmethod
     def _method(cls, v: str) -> str:
-        if v not in SPEC_METHODS:
-            raise ValueError(f"unknown method {short_repr(v)}; choose one of {list(SPEC_METHODS)}")
         if v not in STRATEGIES:
-            raise ValueError(
-                f"method {short_repr(v)} is not available in this version of spx; "
-                f"available: {sorted(STRATEGIES)}"
-            )
+            raise ValueError(f"unknown method {short_repr(v)}; choose one of {sorted(STRATEGIES)}")
         return v
 
     @property

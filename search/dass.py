@@ -85,8 +85,9 @@ GENOTYPE_FILE = "genotype.json"
 _FIT_STREAM, _ARCH_STREAM = 0x6E6173, 0x617263  # data seeds apart from the loop's seed + 1
 
 
-def validate(cfg: TrialConfig) -> None:
-    """Raise ConfigError for a dass/darts trial this pipeline cannot run."""
+def validate(cfg: TrialConfig, task: Task | None = None) -> None:
+    """Raise ConfigError for a dass/darts trial this pipeline cannot run (``task``: the
+    pipelines' common signature; the supernet needs only ``cfg.task``)."""
     nas = cfg.nas
     if nas.method not in ("dass", "darts"):
         raise ConfigError("this pipeline runs dass or darts", field="nas.method", value=nas.method)

@@ -13,12 +13,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from spx.search.base import Outcome, Suggestion, Value
+from spx.search.base import Suggestion
 from spx.search.constraints import Constraints
+from spx.search.registry import SearchStrategy, StrategyContext, register
 from spx.search.space import Categorical, Conditions, Space, grid_points
 
 
-class GridSearch:
+@register
+class GridSearch(SearchStrategy):
+    """Every combination of the axes' values, in order (the last axis varying fastest)."""
+
+    name = "grid"
+    enumerates = True
+
     def __init__(
         self, space: Space, conditions: Conditions = (), constraints: Constraints = Constraints()
     ):
@@ -34,12 +41,13 @@ class GridSearch:
         self.total: int | None = len(self.points)
         self.next = 0
 
+    @classmethod
+    def from_context(cls, ctx: StrategyContext) -> GridSearch:
+        return cls(ctx.space, ctx.conditions, ctx.constraints)
+
     def ask(self) -> Suggestion | None:
         if self.next >= len(self.points):
             return None
         suggestion = Suggestion(self.next, dict(self.points[self.next]))
         self.next += 1
         return suggestion
-
-    def tell(self, number: int, value: Value | None, outcome: Outcome) -> None:
-        """Grid search does not learn."""

@@ -1,4 +1,4 @@
-"""Optuna samplers (TPE, CMA-ES, NSGA-II, QMC) behind spx's ask/tell.
+"""An Optuna study behind spx's ask/tell; the samplers spx registers are in samplers.py.
 
 One Optuna study per sweep, named after it, in the storage the driver names (an RDB beside
 the results store, so optuna-dashboard shows it live). A rebuilt strategy loads the study
@@ -14,8 +14,9 @@ instead. So the spx number is not always the Optuna number: every trial handed o
 carries its spx number in the user attribute ``spx.number`` (a study begun by an older
 spx, without the study attribute ``spx.numbered``, keeps spx number = Optuna number).
 
+>>> from optuna.samplers import TPESampler
 >>> from spx.search.space import FloatRange
->>> s = OptunaSearch({"x": FloatRange(0, 1)}, 2, SAMPLERS["tpe"](0))
+>>> s = OptunaSearch({"x": FloatRange(0, 1)}, 2, TPESampler(seed=0))
 >>> first = s.ask()
 >>> s.tell(first.number, first.params["x"] ** 2, Outcome.COMPLETED)
 >>> s.ask().number, s.ask()
@@ -27,12 +28,11 @@ from __future__ import annotations
 import json
 import math
 import random
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
-from optuna.samplers import BaseSampler, CmaEsSampler, NSGAIISampler, QMCSampler, TPESampler
+from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from spx.errors import ConfigError
@@ -43,24 +43,6 @@ from spx.search.study_storage import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-SEEDED = {"tpe": 10, "nsga2": 50, "cmaes": 1, "qmc": 1}
-"""How many first trials each sampler draws from its seed alone, whatever the results: TPE's
-startup trials and NSGA-II's first generation are random draws until that many trials have
-finished; CMA-ES and QMC draw their first trial at random (later ones depend on which
-trials finished, or failed, before they were asked)."""
-
-SAMPLERS: dict[str, Callable[[int], BaseSampler]] = {
-    # constant_liar: trials still running count as bad guesses, so parallel asks spread out.
-    "tpe": lambda seed: TPESampler(
-        seed=seed, multivariate=True, constant_liar=True, n_startup_trials=SEEDED["tpe"]
-    ),
-    "cmaes": lambda seed: CmaEsSampler(
-        seed=seed, warn_independent_sampling=False, n_startup_trials=SEEDED["cmaes"]
-    ),
-    "nsga2": lambda seed: NSGAIISampler(seed=seed, population_size=SEEDED["nsga2"]),
-    "qmc": lambda seed: _qmc(seed),
-}
-SINGLE_OBJECTIVE = {"cmaes"}
 _STATES = {
     Outcome.COMPLETED: TrialState.COMPLETE,
     Outcome.PRUNED: TrialState.PRUNED,
@@ -72,29 +54,6 @@ NUMBER = "spx.number"  # trial attribute: the spx number of a trial handed out
 SKIPPED = "spx.skipped"  # trial attribute: the constraint a skipped trial broke
 MAX_SKIPS = 100
 """Constraint-breaking trials skipped in a row before a random draw is enqueued instead."""
-
-
-def _qmc(seed: int) -> BaseSampler:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return QMCSampler(scramble=True, seed=seed, warn_independent_sampling=False)
-
-
-def check_space(method: str, space: Space, objectives: int) -> None:
-    """Say, before anything runs, what the sampler ``method`` cannot search."""
-    if method == "cmaes":
-        bad = sorted(k for k, axis in space.items() if isinstance(axis, Categorical))
-        if bad:
-            raise ConfigError(
-                f"CMA-ES searches numeric ranges only; give min/max for {', '.join(bad)} "
-                "(or fix them, or use method: tpe)",
-                field=f"parameters.{bad[0]}",
-            )
-    if method in SINGLE_OBJECTIVE and objectives > 1:
-        raise ConfigError(
-            f"{method} optimizes one objective; for {objectives} use nsga2 or tpe",
-            field="objective",
-        )
 
 
 class OptunaSearch:

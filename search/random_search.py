@@ -17,12 +17,18 @@ import random
 from typing import Any
 
 from spx.errors import ConfigError
-from spx.search.base import Outcome, Suggestion, Value
+from spx.search.base import Suggestion
 from spx.search.constraints import DRAWS, Constraints, check_draws, feasible_draw
+from spx.search.registry import SearchStrategy, StrategyContext, register
 from spx.search.space import Conditions, Space, search_order
 
 
-class RandomSearch:
+@register
+class RandomSearch(SearchStrategy):
+    """Independent random draws, trial i from its own RNG seeded by (seed, i)."""
+
+    name = "random"
+
     def __init__(
         self,
         space: Space,
@@ -37,6 +43,10 @@ class RandomSearch:
         self.total: int | None = trials
         self.seed = seed
         self.next = 0
+
+    @classmethod
+    def from_context(cls, ctx: StrategyContext) -> RandomSearch:
+        return cls(ctx.space, ctx.trials, ctx.seed, ctx.conditions, ctx.constraints)
 
     def sample(self, number: int) -> dict[str, Any]:
         rng = random.Random(f"spx-random:{self.seed}:{number}")
@@ -55,6 +65,3 @@ class RandomSearch:
         suggestion = Suggestion(self.next, self.sample(self.next))
         self.next += 1
         return suggestion
-
-    def tell(self, number: int, value: Value | None, outcome: Outcome) -> None:
-        """Random search does not learn."""

@@ -50,7 +50,8 @@ def test_spx_ui_serves_mlflow_on_loopback(tmp_path):
 
 def test_spx_ui_optuna_serves_the_sweeps_studies(tmp_path):
     from spx.search.base import Outcome
-    from spx.search.optuna_search import SAMPLERS, OptunaSearch
+    from spx.search.optuna_search import OptunaSearch
+    from spx.search.samplers import TPE
     from spx.search.space import FloatRange
     from spx.search.study_storage import study_storage_url
 
@@ -58,7 +59,7 @@ def test_spx_ui_optuna_serves_the_sweeps_studies(tmp_path):
     home.mkdir()
     storage = study_storage_url(f"sqlite:///{home / 'spx.db'}")
     study = OptunaSearch(
-        {"x": FloatRange(0, 1)}, 2, SAMPLERS["tpe"](0), storage_url=storage, study_name="ui-demo"
+        {"x": FloatRange(0, 1)}, 2, TPE.sampler(0), storage_url=storage, study_name="ui-demo"
     )
     for _ in range(2):
         s = study.ask()

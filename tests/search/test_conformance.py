@@ -1,4 +1,10 @@
-"""Every strategy in the registry passes the same suite (like optuna.testing's samplers)."""
+"""Every strategy in the registry passes the same suite (like optuna.testing's samplers).
+
+The suite reads each strategy's flags (registry.py), never its name: which space it gets
+(an enumerating one values only, a numeric-only one ranges only), what it must promise
+(a known trial count, a seeded prefix, one objective or several, its NAS arms). A newly
+registered strategy is picked up by the parametrisation below without an edit here.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,13 @@ import math
 
 import pytest
 
+from spx.errors import ConfigError
 from spx.search.base import Outcome, Strategy
 from spx.search.constraints import Constraints, parse_constraints
-from spx.search.nas import ARMS, VARIANT
+from spx.search.presets import VARIANT
+from spx.search.registry import SearchStrategy
 from spx.search.space import Categorical, Condition, Conditions, FloatRange, IntRange, Space, active
-from spx.search.strategies import STRATEGIES, StrategyContext, build_strategy
+from spx.search.strategies import STRATEGIES, StrategyContext, build_strategy, strategy_class
 
 NUMERIC: Space = {
     "train.lr": FloatRange(1e-4, 1e-1, log=True),
@@ -23,11 +31,9 @@ GRID: Space = {
     "prune.sparsity": Categorical((0.5, 0.8, 0.9)),
     "prune": Categorical(({"method": "none"}, {"method": "nm", "nm": "2:4"})),
 }
-SPACES = {"grid": GRID, "cmaes": NUMERIC, **{m: GRID for m in ARMS}}
-DETERMINISTIC = {"grid", "random", *ARMS}
 TRIALS = 12
 
-# The same methods on a conditional space under a constraint. prune.update_every is declared
+# The same on a conditional space under a constraint. prune.update_every is declared
 # before its parent, and hangs below a conditional parent (method -> distribution -> it).
 START_END = {
     "prune.schedule.start": FloatRange(0.0, 1.0),
@@ -54,15 +60,15 @@ COND_GRID: Space = {
 }
 COND_GRID_IF: Conditions = (Condition("prune.nm", "prune.method", ("nm",)),)
 ORDERED = Constraints(parse_constraints(["prune.schedule.start < prune.schedule.end"]))
-CONDITIONAL: dict[str, tuple[Space, Conditions]] = {
-    "grid": (COND_GRID, COND_GRID_IF),
-    "cmaes": ({**NUMERIC, **START_END}, ()),  # numeric only: no categorical parent
-    **{m: (COND_GRID, COND_GRID_IF) for m in ARMS},
-}
 
 
-def space_for(method: str) -> Space:
-    return SPACES.get(method, MIXED)
+def space_for(cls: type[SearchStrategy], conditional: bool = False) -> tuple[Space, Conditions]:
+    """A small space the flags say the strategy searches (and its conditions)."""
+    if cls.enumerates:
+        return (COND_GRID, COND_GRID_IF) if conditional else (GRID, ())
+    if not cls.categorical:  # numeric only: no categorical parent to hang a condition on
+        return ({**NUMERIC, **START_END}, ()) if conditional else (NUMERIC, ())
+    return (COND_MIXED, COND_MIXED_IF) if conditional else (MIXED, ())
 
 
 def make(
@@ -71,19 +77,17 @@ def make(
     storage: str | None = None,
     name: str = "s",
     conditional: bool = False,
+    trials: int = TRIALS,
 ) -> Strategy:
-    space, conditions, constraints = space_for(method), (), Constraints()
-    if conditional:
-        space, conditions = CONDITIONAL.get(method, (COND_MIXED, COND_MIXED_IF))
-        constraints = ORDERED
+    space, conditions = space_for(strategy_class(method), conditional)
     ctx = StrategyContext(
         space,
-        TRIALS,
+        trials,
         seed,
         storage_url=storage,
         study_name=name,
         conditions=conditions,
-        constraints=constraints,
+        constraints=ORDERED if conditional else Constraints(),
     )
     return build_strategy(method, ctx)
 
@@ -93,11 +97,10 @@ def score(params: dict) -> float:
 
 
 def declared(method: str, conditional: bool = False) -> tuple[Space, Conditions]:
-    """What a method may suggest: its space, plus the arms a NAS method adds."""
-    arms = {VARIANT: Categorical(ARMS[method])} if method in ARMS else {}
-    if not conditional:
-        return {**space_for(method), **arms}, ()
-    space, conditions = CONDITIONAL.get(method, (COND_MIXED, COND_MIXED_IF))
+    """What a strategy may suggest: its space, plus the arms a NAS comparison adds."""
+    cls = strategy_class(method)
+    space, conditions = space_for(cls, conditional)
+    arms = {VARIANT: Categorical(cls.arms)} if cls.arms else {}
     return {**space, **arms}, conditions
 
 
@@ -119,12 +122,26 @@ def inside(declared: tuple[Space, Conditions], params: dict) -> bool:
     return True
 
 
-def drain(strategy: Strategy) -> list:
+def drain(strategy: Strategy, sign: float = 1.0) -> list:
     out = []
     while (s := strategy.ask()) is not None:
         out.append(s)
-        strategy.tell(s.number, score(s.params), Outcome.COMPLETED)
+        strategy.tell(s.number, sign * score(s.params), Outcome.COMPLETED)
     return out
+
+
+def take(strategy: Strategy, n: int) -> list:
+    """Up to ``n`` suggestions asked in a row, nothing told."""
+    out = []
+    while len(out) < n and (s := strategy.ask()) is not None:
+        out.append(s)
+    return out
+
+
+def decided(method: str) -> int:
+    """How many first trials the flags say the seed alone decides (of TRIALS)."""
+    cls = strategy_class(method)
+    return min(cls.seeded, TRIALS) if cls.adaptive else TRIALS
 
 
 @pytest.fixture(params=sorted(STRATEGIES))
@@ -136,14 +153,29 @@ def test_suggests_only_inside_the_space_and_numbers_each_trial_once(method):
     strategy = make(method)
     suggested = drain(strategy)
     assert [s.number for s in suggested] == list(range(len(suggested)))
-    assert len(suggested) == (strategy.total or TRIALS)
     assert all(inside(declared(method), s.params) for s in suggested), suggested
 
 
-def test_is_deterministic_given_a_seed(method):
-    if method not in DETERMINISTIC:
-        pytest.skip("adaptive samplers promise no determinism across runs")
-    assert drain(make(method, seed=5)) == drain(make(method, seed=5))
+def test_runs_as_many_trials_as_its_flags_promise(method):
+    strategy = make(method)
+    total = strategy.total
+    suggested = drain(strategy)
+    if strategy_class(method).enumerates:  # the space decides, before anything runs
+        assert total == len(suggested) and total == make(method, trials=1).total
+        assert drain(make(method, trials=1)) == suggested
+    else:
+        assert total == TRIALS and len(suggested) == TRIALS
+
+
+def test_the_seed_decides_what_the_flags_say_whatever_the_results(method):
+    """Not adaptive: every trial, told anything or nothing. Adaptive: the ``seeded`` first."""
+    first = drain(make(method, seed=5))
+    told_otherwise = drain(make(method, seed=5), sign=-1.0)
+    n = decided(method)
+    asked = take(make(method, seed=5), n)  # as the preview asks: nothing told
+    assert first[:n] == told_otherwise[:n] == asked
+    if not strategy_class(method).adaptive:
+        assert first == told_otherwise
 
 
 def test_learns_from_failed_and_pruned_trials_without_breaking(method):
@@ -167,13 +199,13 @@ def test_survives_a_save_and_restore_of_the_driver(method, conditional, tmp_path
     """
     url = f"sqlite:///{tmp_path / 'spx-optuna.db'}"
     first = make(method, storage=url, conditional=conditional)
-    asked = [first.ask() for _ in range(6)]
+    asked = take(first, 6)
     for s in asked[:4]:
         first.tell(s.number, score(s.params), Outcome.COMPLETED)
     del first
 
     again = make(method, storage=url, conditional=conditional)
-    replayed = [again.ask() for _ in range(6)]
+    replayed = take(again, 6)
     assert replayed == asked  # the same numbers with the same configs
     for s in replayed[:4]:  # what the driver does for trials the store has as finished
         again.tell(s.number, score(s.params), Outcome.COMPLETED)
@@ -187,13 +219,44 @@ def test_survives_a_save_and_restore_of_the_driver(method, conditional, tmp_path
         assert all(ORDERED.allow(s.params) for s in asked + rest)
 
 
-def test_multi_objective_values_are_accepted(method):
-    if method == "cmaes":
-        pytest.skip("CMA-ES is single-objective (a ConfigError, tested in test_spec)")
-    ctx = StrategyContext(space_for(method), TRIALS, 0, goals=("maximize", "minimize"))
+def test_takes_one_objective_or_several_as_its_flag_says(method):
+    space, _ = space_for(strategy_class(method))
+    ctx = StrategyContext(space, TRIALS, 0, goals=("maximize", "minimize"))
+    if not strategy_class(method).multi_objective:
+        with pytest.raises(ConfigError) as info:
+            build_strategy(method, ctx)
+        assert info.value.field == "objective"
+        return
     strategy = build_strategy(method, ctx)
     while (s := strategy.ask()) is not None:
         strategy.tell(s.number, (score(s.params), -score(s.params)), Outcome.COMPLETED)
+
+
+def test_refuses_the_axes_its_flags_rule_out_naming_them(method):
+    cls = strategy_class(method)
+    refused: Space = {}
+    if cls.enumerates:
+        refused = {"train.lr": FloatRange(1e-4, 1e-1)}
+    elif not cls.categorical:
+        refused = {"prune.method": Categorical(("none", "magnitude"))}
+    if not refused:
+        build_strategy(method, StrategyContext(MIXED, TRIALS, 0))  # any axis goes
+        return
+    space, _ = space_for(cls)
+    with pytest.raises(ConfigError) as info:
+        build_strategy(method, StrategyContext({**space, **refused}, TRIALS, 0))
+    assert info.value.field == f"parameters.{next(iter(refused))}", str(info.value)
+
+
+def test_a_nas_comparison_runs_its_arms_side_by_side_at_every_point(method):
+    arms = strategy_class(method).arms
+    if not arms:
+        return
+    variants = [s.params[VARIANT] for s in drain(make(method))]
+    assert variants == list(arms) * (len(variants) // len(arms))
+    with pytest.raises(ConfigError) as info:  # its own axis cannot be taken twice
+        build_strategy(method, StrategyContext({VARIANT: Categorical((1,))}, TRIALS, 0))
+    assert info.value.field == f"parameters.{VARIANT}"
 
 
 def test_honours_conditions_and_constraints(method):
@@ -203,15 +266,14 @@ def test_honours_conditions_and_constraints(method):
     assert len(suggested) == (strategy.total or TRIALS)
     assert all(inside(declared(method, True), s.params) for s in suggested), suggested
     assert all(ORDERED.allow(s.params) for s in suggested), suggested
-    if method in DETERMINISTIC:  # both branches of a condition show up
+    if not strategy_class(method).adaptive:  # both branches of a condition show up
         space, conditions = declared(method, True)
         for key in {c.key for c in conditions}:
             with_key = [key in s.params for s in suggested]
             assert any(with_key) and not all(with_key), key
 
 
-def test_is_deterministic_on_a_conditional_space(method):
-    if method not in DETERMINISTIC:
-        pytest.skip("adaptive samplers promise no determinism across runs")
+def test_the_seed_decides_as_much_on_a_conditional_space(method):
+    n = decided(method)
     first = drain(make(method, seed=5, conditional=True))
-    assert first == drain(make(method, seed=5, conditional=True))
+    assert first[:n] == drain(make(method, seed=5, conditional=True), sign=-1.0)[:n]

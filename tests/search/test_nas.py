@@ -6,7 +6,7 @@ import pytest
 
 from spx.errors import ConfigError
 from spx.platform.spec import parse_spec, resolve_trials
-from spx.search.nas import ARMS
+from spx.search.strategies import strategy_class
 from spx.workers.config import TrialConfig
 
 
@@ -47,7 +47,7 @@ parameters:
 def test_a_nas_method_runs_its_arms_for_every_point_of_the_grid():
     configs = resolve_trials(parse_spec(SPEC))
     arms = [(c.train.seed, c.nas.method) for c in configs]
-    assert len(configs) == 3 * len(ARMS["dass"])
+    assert len(configs) == 3 * len(strategy_class("dass").arms)
     assert arms[:2] == [(0, "dass"), (0, "darts")]  # arms side by side within a seed
     assert {c.prune.sparsity for c in configs} == {0.9}
 
