@@ -3,20 +3,22 @@ embedded, so the file works offline.
 
 Sections: the best trials, the arms side by side (mean ± std over seeds, when
 ``train.seed`` is one of the varied keys), then the plots the sweep has data for
-(accuracy vs. sparsity per method, the Journey-Matters fit with its bootstrap band, the
-Pareto front of accuracy vs. parameters, loss vs. bytes sent per comm strategy, the
-realized sparsity schedules), the fit's coefficients, and every trial.
+(accuracy vs. sparsity per method, the Pareto front of accuracy vs. parameters, loss vs.
+bytes sent per comm strategy, the realized sparsity schedules), the scaling laws (per law
+its fitted curve with the bootstrap band, its coefficients with ``identifiable`` flags, or
+one line saying why it was not fitted; then the compare-laws verdict), and every trial.
 Example: ``write_report("quickstart", Path("report.html"))``
 """
 
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
+from spx.dashboards.compare import compare_laws
 from spx.dashboards.frames import Sweep
 from spx.dashboards.plots import (
     Plot,
@@ -28,11 +30,11 @@ from spx.dashboards.plots import (
     to_plotly,
     to_png,
 )
-from spx.dashboards.scaling import fit_scaling_law
+from spx.dashboards.scaling import INPUTS, TARGET, ScalingFit, fit_scaling_law
 from spx.errors import SpxError
 from spx.platform.paths import check_output, write_output
 
-__all__ = ["render_report", "write_report"]
+__all__ = ["ScalingSection", "render_report", "scaling_section", "write_report"]
 
 _TABLE_METRICS = ["metrics.val/loss", "metrics.val/acc", "metrics.model/sparsity", "n_avg"]
 
@@ -56,40 +58,41 @@ def write_report(
     check_output(output, force)
     with Sweep.load(name, store_url) as sw:
         trials, history = sw.trials_df(), sw.history_df(HISTORY)
-    plots, fit_html = build_plots(trials, history)
-    write_output(output, render_report(sw.name, trials, plots, fit_html), force)
+    plots, scaling = build_plots(trials, history)
+    write_output(output, render_report(sw.name, trials, plots, scaling), force)
     if png_dir is not None:
-        for plot in plots:
+        for plot in [*plots, *scaling.plots]:
             to_png(plot, png_dir / f"{plot.key}.png")
     return output
 
 
-def build_plots(trials: pd.DataFrame, history: pd.DataFrame) -> tuple[list[Plot], str]:
-    """The report's plots (those the sweep has data for) and the scaling-fit table."""
-    fit, fit_html = _scaling(trials)
+def build_plots(trials: pd.DataFrame, history: pd.DataFrame) -> tuple[list[Plot], ScalingSection]:
+    """The report's plots (those the sweep has data for) and its scaling section."""
     sparsity = history[history["name"] == "model/sparsity"] if len(history) else history
     found = [
         accuracy_vs_sparsity_plot(trials),
-        fit_band_plot(trials, fit),
         pareto_plot(trials),
         comm_plot(trials, history),
         schedules_plot(sparsity),
     ]
-    return [p for p in found if p is not None], fit_html
+    return [p for p in found if p is not None], scaling_section(trials)
 
 
-def render_report(name: str, trials: pd.DataFrame, plots: list[Plot], fit_html: str = "") -> str:
-    """The report's HTML from a ``trials_df``, its plots and the scaling-fit table."""
+def render_report(
+    name: str, trials: pd.DataFrame, plots: list[Plot], scaling: ScalingSection | None = None
+) -> str:
+    """The report's HTML from a ``trials_df``, its plots and its scaling section."""
     parts = [f"<h1>Sweep {html.escape(name)}</h1>", _counts(trials)]
     parts += [_section("Best trials", _table(_best(trials)))]
     arms = _arms(trials)
     if arms is not None:
         parts.append(_section("Arms over seeds (mean ± std)", arms))
-    for i, plot in enumerate(plots):
-        # The plotly.js bundle goes into the page once, with the first figure.
-        fig = to_plotly(plot)
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=plot.key))
-    parts.append(_section("Scaling law (journey: N_avg, tokens)", fit_html))
+    # The plotly.js bundle goes into the page once, with the first figure.
+    shown = [*plots, *(scaling.plots if scaling else [])]
+    figures = [_figure(plot, with_plotlyjs=i == 0) for i, plot in enumerate(shown)]
+    parts += figures[: len(plots)]
+    if scaling is not None:
+        parts.append(_section(SCALING_TITLE, "".join(figures[len(plots) :]) + scaling.html))
     parts.append(_section("All trials", _table(trials)))
     body = "\n".join(parts)
     return (
@@ -99,6 +102,10 @@ def render_report(name: str, trials: pd.DataFrame, plots: list[Plot], fit_html: 
         "td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px}</style></head>"
         f"<body>{body}</body></html>"
     )
+
+
+def _figure(plot: Plot, with_plotlyjs: bool) -> str:
+    return to_plotly(plot).to_html(full_html=False, include_plotlyjs=with_plotlyjs, div_id=plot.key)
 
 
 def _section(title: str, content: str) -> str:
@@ -166,11 +173,81 @@ def _best(trials: pd.DataFrame, k: int = 5) -> pd.DataFrame:
     return done.nsmallest(k, "metrics.val/loss")
 
 
-def _scaling(trials: pd.DataFrame) -> tuple[Any, str]:
+SCALING_LAWS = {"journey": "N_avg, tokens", "chinchilla": "final N, tokens"}
+SCALING_TITLE = "Scaling laws (" + "; ".join(f"{k}: {v}" for k, v in SCALING_LAWS.items()) + ")"
+
+
+@dataclass
+class ScalingSection:
+    """The report's scaling section: each fitted law's curve (``plots``, keyed
+    ``scaling_fit`` for journey, ``scaling_fit_<law>`` for the others) and the HTML of
+    the coefficient tables, the lines saying why a law was not fitted, and the verdict."""
+
+    plots: list[Plot] = field(default_factory=list)
+    html: str = ""
+
+
+def scaling_section(trials: pd.DataFrame, bootstrap: int = 100) -> ScalingSection:
+    """Fit each of ``SCALING_LAWS`` the sweep has the columns for, and compare them.
+
+    A law the data do not allow (a column missing, an input that never varies, too few
+    trials) gets one line saying why instead of a plot; compare-laws runs when both fit.
+    """
+    section = ScalingSection()
+    fits: dict[str, ScalingFit] = {}
+    parts = []
+    for law, inputs in SCALING_LAWS.items():
+        title = f"<h3>{law} law ({html.escape(inputs)})</h3>"
+        missing = [c.removeprefix("metrics.") for c in (*INPUTS[law], TARGET)]
+        missing = [c for c in missing if f"metrics.{c}" not in trials.columns]
+        if missing:
+            parts.append(_line(f"{law} law: not fitted: the sweep records no {', '.join(missing)}"))
+            continue
+        try:
+            fits[law] = fit = fit_scaling_law(trials, law=law, bootstrap=bootstrap)
+        except SpxError as exc:
+            parts.append(_line(f"{law} law: not fitted: {str(exc)[:300]}"))
+            continue
+        plot = fit_band_plot(trials, fit)
+        if plot is not None:
+            plot.key = "scaling_fit" if law == "journey" else f"scaling_fit_{law}"
+            section.plots.append(plot)
+        parts.append(title + _fit_table(fit))
+    parts.append(_comparison(trials, fits))
+    section.html = "".join(parts)
+    return section
+
+
+def _line(text: str) -> str:
+    return f"<p class='no-fit'>{html.escape(text)}</p>"
+
+
+def _comparison(trials: pd.DataFrame, fits: dict[str, ScalingFit]) -> str:
+    unfitted = [law for law in SCALING_LAWS if law not in fits]
+    if unfitted:
+        return _line(f"compare-laws: not run: {' and '.join(unfitted)} not fitted")
     try:
-        fit = fit_scaling_law(trials, law="journey", bootstrap=100)
+        result = compare_laws(trials, tuple(SCALING_LAWS), folds=5, bootstrap=2000)
     except SpxError as exc:
-        return None, f"<p>No fit: {html.escape(str(exc)[:300])}</p>"
+        return _line(f"compare-laws: not run: {str(exc)[:300]}")
+    low, high = result.interval
+    first, second = result.laws
+    rows = "".join(
+        f"<tr><td>{law}</td><td>{error:.4g}</td></tr>"
+        for law, error in result.heldout_error.items()
+    )
+    return (
+        f"<h3>compare-laws</h3><table><tr><th>law</th><th>held-out RMSE (log L)</th></tr>"
+        f"{rows}</table><p>{result.folds} folds by {html.escape(result.fold_by)} "
+        f"({result.units} {result.unit}s), {result.n} of {result.usable} trials predicted; "
+        f"difference ({first} − {second}) "
+        f"{result.difference:.4g}, {result.level * 100:g} % paired-bootstrap interval "
+        f"[{low:.4g}, {high:.4g}]</p><p class='verdict'><b>Verdict:</b> "
+        f"{html.escape(result.verdict)}</p>"
+    )
+
+
+def _fit_table(fit: ScalingFit) -> str:
     rows = "".join(
         f"<tr><td>{k}</td><td>{v:.4g}</td><td>[{lo:.4g}, {hi:.4g}]</td>"
         f"<td>{'yes' if fit.identifiable[k] else '<b>no</b>'}</td></tr>"
@@ -181,7 +258,7 @@ def _scaling(trials: pd.DataFrame) -> tuple[Any, str]:
         f"<p class='warning' style='color:#a00;font-weight:bold'>Warning: {html.escape(w)}</p>"
         for w in fit.warnings
     )
-    return fit, (
+    return (
         f"{warnings}<table><tr><th>coefficient</th><th>value</th><th>95 % interval</th>"
         f"<th>identifiable</th></tr>{rows}</table><p>R² (log L) {fit.r2:.4f}, held-out RMSE "
         f"(log L) {fit.heldout_error:.4g}, n {fit.n}, optimizer converged: {fit.converged}</p>"

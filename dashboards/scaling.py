@@ -45,7 +45,14 @@ from spx.dashboards.columns import completed, resolve_column
 from spx.dashboards.lawfit import BOUNDS, LAWS, Law, fit_theta, flat_parameters, predict_log
 from spx.errors import ConfigError, ConstantInputError
 
-__all__ = ["ExtrapolationWarning", "ScalingFit", "fit_scaling_law"]
+__all__ = [
+    "ExtrapolationWarning",
+    "ScalingFit",
+    "check_data",
+    "fit_scaling_law",
+    "heldout_residuals",
+    "usable_rows",
+]
 
 LawName = Literal["journey", "chinchilla", "power"]
 INPUTS = {
@@ -222,7 +229,7 @@ def fit_scaling_law(
         raise ConfigError("a fraction in (0, 1) or a column", field="holdout", value=holdout)
     if bootstrap < 0:
         raise ConfigError("bootstrap must be >= 0", field="bootstrap", value=bootstrap)
-    data = _clean(df, [*inputs, target], [c for c in (groups, folds_by) if c])
+    data = usable_rows(df, [*inputs, target], [c for c in (groups, folds_by) if c])
     fit = partial(
         _fit_one, spec, bootstrap=bootstrap, holdout=holdout, folds_by=folds_by, seed=seed
     )
@@ -253,8 +260,9 @@ def _inputs(df: pd.DataFrame, law: str, x: str | None) -> tuple[str, ...]:
     return tuple(resolve_column(df, c, what=f"input column of the {law} law") for c in INPUTS[law])
 
 
-def _clean(df: pd.DataFrame, numeric: list[str], keys: list[str]) -> pd.DataFrame:
-    """The rows whose law columns are finite and positive (logs are taken of them)."""
+def usable_rows(df: pd.DataFrame, numeric: list[str], keys: list[str]) -> pd.DataFrame:
+    """The rows whose ``numeric`` columns are finite and positive (logs are taken of them),
+    those columns as floats, beside the ``keys`` columns as they are."""
     values = df[numeric].apply(pd.to_numeric, errors="coerce").astype(float)
     ok = np.isfinite(values).all(axis=1) & (values > 0).all(axis=1)
     return pd.concat([values[ok], df.loc[ok, keys]], axis=1)
@@ -273,7 +281,7 @@ def _fit_one(
     seed: int,
 ) -> ScalingFit:
     need = len(law.params) + 1
-    _check_data(law, data, inputs, target, group)
+    check_data(law, data, inputs, target, group)
     logx = np.log(data[list(inputs)].to_numpy())
     logy = np.log(data[target].to_numpy())
     best = fit_theta(law, logx, logy)
@@ -283,7 +291,7 @@ def _fit_one(
     intervals = _intervals(law, samples)
     free = _unidentified(law, best.theta, logx, intervals)
     r2 = _r2(logy, predict_log(law, best.theta, logx))
-    heldout = _heldout(law, logx, logy, folds, need, best.theta)
+    heldout = _heldout(law, logx, logy, folds, best.theta)
     return ScalingFit(
         law=law.name,
         inputs=inputs,
@@ -305,7 +313,7 @@ def _fit_one(
     )
 
 
-def _check_data(law: Law, data: pd.DataFrame, inputs, target: str, group: Any) -> None:
+def check_data(law: Law, data: pd.DataFrame, inputs, target: str, group: Any = None) -> None:
     """Enough rows for the law's parameters, and every input taking more than one value."""
     need = len(law.params) + 1
     where = "" if group is None else f" in group {group!r}"
@@ -394,10 +402,14 @@ def _folds(data: pd.DataFrame, holdout: float | str, folds_by: str | None, rng) 
     return rng.permutation(np.arange(len(data)) % k)
 
 
-def _heldout(law: Law, logx, logy, folds: np.ndarray, need: int, start: np.ndarray) -> float:
-    """RMSE of log L over every point predicted by a fit that did not see it (each fold's
-    fit starts from the full fit's optimum: one L-BFGS run per fold, not a multi-start)."""
-    errors = []
+def heldout_residuals(
+    law: Law, logx: np.ndarray, logy: np.ndarray, folds: np.ndarray, start: np.ndarray
+) -> np.ndarray:
+    """Per point, log L minus its prediction by the fit on the other folds; NaN where that
+    fit had too few points (fewer than the law's parameters + 1). Each fold's fit starts
+    from ``start`` (the full fit's optimum): one L-BFGS run per fold, not a multi-start."""
+    need = len(law.params) + 1
+    out = np.full(len(logy), np.nan)
     for fold in np.unique(folds):
         test = folds == fold
         if (~test).sum() < need:
@@ -405,10 +417,17 @@ def _heldout(law: Law, logx, logy, folds: np.ndarray, need: int, start: np.ndarr
         opt = fit_theta(law, logx[~test], logy[~test], starts=start)
         if not np.all(np.isfinite(opt.theta)):  # that start failed here: search afresh
             opt = fit_theta(law, logx[~test], logy[~test])
-        errors.append(logy[test] - predict_log(law, opt.theta, logx[test]))
-    if not errors:
-        return math.nan
-    return float(np.sqrt(np.mean(np.concatenate(errors) ** 2)))
+        out[test] = logy[test] - predict_log(law, opt.theta, logx[test])
+    return out
+
+
+def _heldout(law: Law, logx, logy, folds: np.ndarray, start: np.ndarray) -> float:
+    """RMSE of log L over every point of a fold that had enough points outside it to fit
+    (NaN when none had; NaN too when such a fold's fit failed)."""
+    errors = heldout_residuals(law, logx, logy, folds, start)
+    _, which, sizes = np.unique(folds, return_inverse=True, return_counts=True)
+    fitted = len(folds) - sizes[which.reshape(-1)] >= len(law.params) + 1
+    return float(np.sqrt(np.mean(errors[fitted] ** 2))) if fitted.any() else math.nan
 
 
 def _r2(logy: np.ndarray, pred: np.ndarray) -> float:

@@ -7,6 +7,7 @@ import pytest
 
 MODULES = [
     "spx.dashboards.columns",
+    "spx.dashboards.compare",
     "spx.dashboards.frames",
     "spx.dashboards.lawfit",
     "spx.dashboards.pareto",

@@ -7,14 +7,25 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import load_test_module
 
 from spx.dashboards.frames import Sweep
 from spx.dashboards.plots import fit_band_plot
-from spx.dashboards.report import HISTORY, arm_summary, build_plots, write_report
+from spx.dashboards.report import (
+    HISTORY,
+    arm_summary,
+    build_plots,
+    render_report,
+    scaling_section,
+    write_report,
+)
 from spx.dashboards.scaling import fit_scaling_law
 from spx.platform.store import Store, TrialStatus
 
-PLOTS = {"accuracy_vs_sparsity", "scaling_fit", "pareto", "comm", "schedules"}
+_compare = load_test_module("dashboards/test_compare.py", "spx_tests_compare_for_report")
+
+PLOTS = {"accuracy_vs_sparsity", "pareto", "comm", "schedules"}
+SCALING = {"scaling_fit", "scaling_fit_chinchilla"}  # journey's curve, chinchilla's
 
 
 def law(n_avg: float, tokens: float) -> float:
@@ -78,9 +89,10 @@ def rich_url(store_url):
 def test_every_plot_is_drawn_and_the_fit_band_brackets_the_fit(rich_url, tmp_path):
     with Sweep.load("rich", rich_url) as sw:
         trials, history = sw.trials_df(), sw.history_df(HISTORY)
-    plots, fit_html = build_plots(trials, history)
+    plots, scaling = build_plots(trials, history)
     assert {p.key for p in plots} == PLOTS
-    assert "converged: True" in fit_html
+    assert {p.key for p in scaling.plots} == SCALING
+    assert "converged: True" in scaling.html
     fit = fit_scaling_law(trials, law="journey", bootstrap=30)
     band = fit_band_plot(trials, fit)
     curves = [s for s in band.series if s.low is not None]
@@ -107,10 +119,37 @@ def test_arms_are_summarised_over_seeds(rich_url):
 def test_write_report_writes_html_and_pngs(rich_url, tmp_path):
     out = write_report("rich", tmp_path / "r.html", rich_url, png_dir=tmp_path / "png")
     text = out.read_text()
-    for key in PLOTS:
+    for key in PLOTS | SCALING:
         assert f'id="{key}"' in text
-    assert {p.stem for p in (tmp_path / "png").glob("*.png")} == PLOTS
+    assert {p.stem for p in (tmp_path / "png").glob("*.png")} == PLOTS | SCALING
     assert all(p.stat().st_size > 5000 for p in (tmp_path / "png").glob("*.png"))
+
+
+def test_the_scaling_section_fits_both_laws_and_gives_the_verdict(rich_url, tmp_path):
+    text = write_report("rich", tmp_path / "r.html", rich_url).read_text()
+    section = text[text.index("<h2>Scaling laws") : text.index("<h2>All trials")]
+    assert "(journey: N_avg, tokens; chinchilla: final N, tokens)" in section
+    assert 'id="scaling_fit"' in section and 'id="scaling_fit_chinchilla"' in section
+    assert section.count("<th>identifiable</th>") == 2  # one coefficient table per law
+    # Two token budgets cannot pin the token term: flagged, not hidden.
+    assert "<td>beta</td><td>" in section and "<b>no</b>" in section
+    assert "5 folds by config group (18 config groups), 36 of 36 trials predicted" in section
+    assert "<b>Verdict:</b> journey predicts better" in section  # the data follow N_avg
+
+
+def test_a_law_the_data_do_not_allow_gets_one_line_instead_of_a_plot():
+    trials = _compare.sweep("journey", budgets=(1e9,)).drop(columns="metrics.model/params")
+    trials["number"] = range(len(trials))
+    section = scaling_section(trials)
+    assert section.plots == []
+    text = render_report("flat", trials, [], section)
+    assert "<p class='no-fit'>journey law: not fitted: metrics.data/tokens: " in text
+    assert "needs metrics.data/tokens to vary, but it has 1 distinct value" in text
+    assert "<p class='no-fit'>chinchilla law: not fitted: the sweep records no model/params" in (
+        text
+    )
+    assert "compare-laws: not run: journey and chinchilla not fitted" in text
+    assert 'id="scaling_fit' not in text and "<th>identifiable</th>" not in text
 
 
 def _chromium() -> str | None:
@@ -138,7 +177,7 @@ def test_the_report_renders_in_a_browser_without_errors(tmp_path):
             points = {
                 key: page.locator(f"#{key} .scatterlayer .point").count()
                 + page.locator(f"#{key} .scatterlayer .js-line").count()
-                for key in PLOTS
+                for key in PLOTS | SCALING
             }
             page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         finally:
