@@ -25,20 +25,17 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-
-def _is_conv1d(module: nn.Module) -> bool:
-    """transformers.pytorch_utils.Conv1D, recognised without importing transformers."""
-    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
+from spx.workers.masks import is_conv1d
 
 
 def is_linear(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or _is_conv1d(module)
+    return isinstance(module, nn.Linear) or is_conv1d(module)
 
 
 def linear_weight(module: nn.Module) -> Tensor:
     """The layer's weight as an out x in view (edits through it edit the layer)."""
     weight: Tensor = module.weight  # type: ignore[assignment]
-    return weight.t() if _is_conv1d(module) else weight
+    return weight.t() if is_conv1d(module) else weight
 
 
 def linear_layers(module: nn.Module, prefix: str = "") -> dict[str, nn.Module]:

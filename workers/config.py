@@ -72,7 +72,12 @@ class ModelConfig(_Node):
     width: int = Field(128, ge=1, le=65536, description="hidden width / embedding size")
     depth: int = Field(2, ge=1, le=256, description="hidden layers / transformer blocks")
     heads: int = Field(4, ge=1, le=256, description="attention heads (code-gpt)")
-    context: int = Field(64, ge=2, le=8192, description="sequence length in bytes (code-gpt)")
+    context: int = Field(
+        64, ge=2, le=8192, description="sequence length (code-gpt: bytes; hf-causal-lm: tokens)"
+    )
+    path: str | None = Field(
+        None, min_length=1, description="hf-causal-lm: a local transformers model folder"
+    )
 
 
 class TrainConfig(_Node):

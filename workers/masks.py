@@ -1,6 +1,7 @@
 """Masks: one boolean tensor per prunable weight, and what follows from them.
 
-Prunable by default: the ``.weight`` of every Linear and Conv layer; embedding tables only
+Prunable by default: the ``.weight`` of every Linear and Conv layer (transformers' Conv1D
+too); embedding tables only
 when asked (and never a weight tied to an embedding unless asked). Never biases or norms.
 Masks are keyed by tensor, not by module: a weight several modules share (code-gpt's head
 is tied to its token embedding) has one mask under its first name, so it is pruned once and
@@ -22,6 +23,13 @@ from torch import Tensor, nn
 _PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
+def is_conv1d(module: nn.Module) -> bool:
+    """transformers' Conv1D (GPT-2's projections: a Linear whose weight is in x out),
+    recognised without importing transformers; a pruner that skipped it would prune
+    nothing in GPT-2 and still report success."""
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
+
+
 def prunable_weights(model: nn.Module, embeddings: bool = False) -> dict[str, nn.Parameter]:
     """Name -> weight of every prunable layer, in module order, one entry per tensor: a
     weight shared by several modules appears once, under the first module's name."""
@@ -32,7 +40,8 @@ def prunable_weights(model: nn.Module, embeddings: bool = False) -> dict[str, nn
     out: dict[str, nn.Parameter] = {}
     for name, module in model.named_modules():
         weight = getattr(module, "weight", None)
-        if isinstance(module, kinds) and weight is not None and id(weight) not in skip:
+        linear = isinstance(module, kinds) or is_conv1d(module)
+        if linear and weight is not None and id(weight) not in skip:
             out[f"{name}.weight" if name else "weight"] = weight
             skip.add(id(weight))  # an alias later in module order shares this mask
     return out

@@ -3,18 +3,16 @@
 Register a task with :func:`register`; the sweep's ``task:`` names one.
 
 >>> sorted(TASKS)
-['code-gpt', 'digits-cnn', 'digits-mlp']
+['code-gpt', 'digits-cnn', 'digits-mlp', 'hf-causal-lm']
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -24,62 +22,10 @@ from spx.workers import corpus, digits
 from spx.workers.cnn import CNN
 from spx.workers.config import TrialConfig
 from spx.workers.gpt import GPT
-from spx.workers.methods import method_class
 from spx.workers.mlp import MLP
+from spx.workers.taskbase import TASKS, Batch, Part, Task, model_device, register, windows
 
-Batch = tuple[Tensor, Tensor]
-Part = Literal["train", "search", "holdout", "val"]
-
-
-@dataclass
-class Task:
-    """Base class of a workload. ``data_dir`` is where built datasets are cached."""
-
-    name: ClassVar[str]
-    eval_metrics: ClassVar[tuple[str, ...]] = ("val/loss", "val/acc")
-    """What ``evaluate`` returns; a sweep's objective must be among what a trial reports."""
-    halves: ClassVar[bool] = False
-    """Whether ``batches``/``evaluate`` take the ``search`` and ``holdout`` halves."""
-    data_dir: Path = field(default_factory=lambda: Path(".spx/data"))
-
-    def validate(self, cfg: TrialConfig) -> None:
-        """Raise ConfigError for configs this task cannot run.
-
-        The base asks the sparsity method about the model's shapes (built on the meta
-        device: no memory, no init cost); a subclass adds its own checks and calls it.
-        """
-        with torch.device("meta"):
-            model = self.build_model(cfg)
-        method_class(cfg.prune.method).validate(cfg, model)
-
-    def build_model(self, cfg: TrialConfig) -> nn.Module:
-        raise NotImplementedError
-
-    def batches(
-        self, cfg: TrialConfig, generator: torch.Generator, part: Part = "train"
-    ) -> Iterator[Batch]:
-        """Training batches from the train split (``part="train"``) or one of its two
-        fixed halves, ``"search"`` and ``"holdout"`` (architecture search fits weights on
-        one half and scores or updates the architecture on the other, never on val)."""
-        raise NotImplementedError
-
-    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        raise NotImplementedError
-
-    def evaluate(self, model: nn.Module, cfg: TrialConfig, part: Part = "val") -> dict[str, float]:
-        """val/loss and val/acc on the val split, or the same scores on a train half."""
-        raise NotImplementedError
-
-    def tokens_per_batch(self, cfg: TrialConfig) -> int:
-        return cfg.train.batch_size
-
-    def example_input(self, cfg: TrialConfig) -> Tensor:
-        """One example (batch of one), used to count FLOPs per example."""
-        raise NotImplementedError
-
-    def prepare(self) -> None:
-        """Load (or build and cache) the data trials read. Ray workers call it as a sweep
-        starts, so a fresh worker process does not pay for it inside its first trial."""
+__all__ = ["TASKS", "Batch", "Part", "Task", "build_task", "model_device", "register", "task_class"]
 
 
 class DigitsMLP(Task):
@@ -147,11 +93,6 @@ class CodeGPT(Task):
         m = cfg.model
         return GPT(256, m.context, m.width, m.depth, m.heads)
 
-    def _windows(self, data: np.ndarray, starts: Tensor, context: int) -> Batch:
-        rows = np.stack([data[s : s + context + 1] for s in starts.tolist()]).astype(np.int64)
-        seq = torch.from_numpy(rows)
-        return seq[:, :-1], seq[:, 1:]
-
     def batches(
         self, cfg: TrialConfig, generator: torch.Generator, part: Part = "train"
     ) -> Iterator[Batch]:
@@ -162,7 +103,7 @@ class CodeGPT(Task):
             starts = torch.randint(
                 len(train) - ctx - 1, (cfg.train.batch_size,), generator=generator
             )
-            yield self._windows(train, starts, ctx)
+            yield windows(train, starts, ctx)
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         logits = model(batch[0])
@@ -178,7 +119,7 @@ class CodeGPT(Task):
         loss = correct = 0.0
         device = model_device(model)
         for chunk in starts.split(cfg.train.batch_size):
-            x, y = (t.to(device) for t in self._windows(val, chunk, ctx))
+            x, y = (t.to(device) for t in windows(val, chunk, ctx))
             logits = model(x)
             loss += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
             correct += float((logits.argmax(-1) == y).sum())
@@ -195,12 +136,6 @@ class CodeGPT(Task):
         corpus.load(self.data_dir)
 
 
-def model_device(model: nn.Module) -> torch.device:
-    """Where ``model``'s weights are (the loop trains on the GPU when it has one): a task's
-    batches and evaluation data are built on the CPU and sent there."""
-    return next(model.parameters()).device
-
-
 def _whole_splits_only(task: str, part: str) -> None:
     if part not in ("train", "val"):
         raise ConfigError(
@@ -208,14 +143,6 @@ def _whole_splits_only(task: str, part: str) -> None:
             "runs on the digits tasks)",
             field="nas.method",
         )
-
-
-TASKS: dict[str, type[Task]] = {}
-
-
-def register(cls: type[Task]) -> type[Task]:
-    TASKS[cls.name] = cls
-    return cls
 
 
 def task_class(name: str) -> type[Task]:
@@ -249,3 +176,6 @@ def build_task(name: str, data_dir: Path | None = None) -> Task:
 
 for _cls in (DigitsMLP, DigitsCNN, CodeGPT):
     register(_cls)
+
+# Tasks in files of their own register themselves when imported.
+from spx.workers import hf as _hf  # noqa: E402, F401
