@@ -21,7 +21,7 @@ from torch import Tensor
 from spx.errors import ConfigError
 from spx.kernels import fastpath
 from spx.kernels.compress import decode_entries
-from spx.kernels.packing import WirePayload
+from spx.kernels.wire import WirePayload
 
 
 class SparseAgg(StrEnum):

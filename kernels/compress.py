@@ -18,7 +18,6 @@ from spx.errors import ConfigError
 from spx.kernels import fastpath
 from spx.kernels.chunking import flat_index, layout_for
 from spx.kernels.packing import (
-    WirePayload,
     pack_codes,
     pack_indices,
     unpack_codes,
@@ -26,6 +25,7 @@ from spx.kernels.packing import (
 )
 from spx.kernels.quant import BITS, DEFAULT_RANGE, QuantParams, dequantize, quantize
 from spx.kernels.topk import chunk_topk, k_for_chunk
+from spx.kernels.wire import WirePayload
 
 
 def decode_entries(payload: WirePayload) -> tuple[Tensor, Tensor]:

@@ -38,7 +38,7 @@ import triton.language as tl
 from torch import Tensor
 
 from spx.kernels.chunking import ChunkLayout, layout_for
-from spx.kernels.packing import WirePayload, index_bits
+from spx.kernels.wire import WirePayload, index_bits
 
 BLOCK = 1024  # elements per program of the elementwise kernels
 # Largest padded tile chunk_topk holds in one program: 128x64 at 16 warps keeps it in

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from spx.kernels.aggregate import aggregate
 from spx.kernels.compress import SparseLoCoCompressor
 from spx.kernels.feedback import ef_subtract, ef_update
-from spx.kernels.packing import WirePayload
+from spx.kernels.wire import WirePayload
 from spx.workers.config import CommConfig
 from spx.workers.distributed import Communicator
 from spx.workers.masks import MaskSet

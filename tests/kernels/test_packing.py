@@ -3,8 +3,6 @@ import torch
 
 from spx.kernels.compress import SparseLoCoCompressor
 from spx.kernels.packing import (
-    WirePayload,
-    index_bits,
     pack_codes,
     pack_indices,
     packed_code_nbytes,
@@ -12,6 +10,7 @@ from spx.kernels.packing import (
     unpack_codes,
     unpack_indices,
 )
+from spx.kernels.wire import WirePayload, index_bits
 
 
 def test_2bit_codes_four_per_byte_little_end_first():
