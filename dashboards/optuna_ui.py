@@ -9,6 +9,7 @@ environment, on a threaded server like the command's own.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from socketserver import ThreadingMixIn
@@ -44,3 +45,8 @@ if __name__ == "__main__":
         serve(host, port)
     except KeyboardInterrupt:
         sys.exit(130)
+    except OSError as exc:  # taken since `spx ui` checked it: one line, as spx ui says it
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(f"error: port {port} on {host} is already in use", file=sys.stderr)
+        sys.exit(1)

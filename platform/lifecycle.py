@@ -247,6 +247,26 @@ def settle(store: Store, trials: Iterable[TrialRow], retries: int) -> list[Settl
     return out
 
 
+def nothing_to_resume(sweep: SweepRow, trials: Iterable[TrialRow], retry_failed: bool) -> bool:
+    """Whether resuming ``sweep`` would run nothing: it COMPLETED and no trial is left to
+    run (RUNNING, LOST or PENDING; FAILED too with ``retry_failed``). A stopped or failed
+    sweep is never done: resuming it is how it continues.
+
+    >>> from types import SimpleNamespace as Row
+    >>> done = Row(status=SweepStatus.COMPLETED)
+    >>> nothing_to_resume(done, [Row(status=TrialStatus.FAILED)], retry_failed=False)
+    True
+    >>> nothing_to_resume(done, [Row(status=TrialStatus.FAILED)], retry_failed=True)
+    False
+    """
+    if sweep.status != SweepStatus.COMPLETED:
+        return False
+    ended = {TrialStatus.COMPLETED, TrialStatus.PRUNED}
+    if not retry_failed:
+        ended.add(TrialStatus.FAILED)
+    return all(t.status in ended for t in trials)
+
+
 def replay_journal(store: Store, settings: Settings, sweep: SweepRow, trial: TrialRow) -> int:
     """Store what a dead trial wrote to its journal but no driver stored; rows written."""
     from spx.platform.runner import read_journal

@@ -1,7 +1,10 @@
 """The ``spx`` command: thin typer commands over platform/ (and, later, dashboards/).
 
 Exit codes: 0 ok, 1 runtime error, 2 bad input, 3 sweep finished with failed trials,
-130 interrupted.
+130 interrupted. A reader that closes the output early (``spx query --csv ... | head -1``)
+ends the command quietly, exit 0.
+
+Tables print as rich tables on a terminal, and as tab-separated lines, never cut, in a pipe.
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from spx.cli_ops import hint_flags
 from spx.cli_ops import register as register_ops_commands
 from spx.cli_options import Address, AsJson, Force, Plain, Store_, Tracking
+from spx.cli_output import PipeConsole, closed_pipe, is_terminal, print_table, write_text
 from spx.cli_read import register as register_read_commands
 from spx.cli_ui import register as register_ui_command
 from spx.errors import ConfigError, SpxError
@@ -27,7 +30,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 sweep_app = typer.Typer(no_args_is_help=True, help="Validate, launch and inspect sweeps.")
 app.add_typer(sweep_app, name="sweep")
 register_read_commands(app)
-out = Console(soft_wrap=True)
+out = PipeConsole(soft_wrap=True)
 
 
 def _settings(store: str | None = None, tracking: str | None = None, address: str | None = None):
@@ -49,7 +52,9 @@ def _open_store(store: str | None):
 
 @sweep_app.command("schema")
 def schema() -> None:
-    """Print the JSON Schema of the sweep file (for editors)."""
+    """Print the JSON Schema of the sweep file (for editors); its `method` lists the
+    registered search strategies, each with what it can do, and `prune.method` the
+    registered sparsity methods, each with its flags and its own `prune.*` knobs."""
     from spx.platform.schema import sweep_schema
 
     print(json.dumps(sweep_schema(), indent=2))
@@ -238,10 +243,26 @@ def resume(
     address: Address = None,
     plain: Plain = False,
 ) -> None:
-    """Continue a sweep whose driver died; finished trials never run again."""
-    from spx.platform.driver import resume_sweep
+    """Continue a sweep whose driver died; finished trials never run again. A sweep that
+    completed is left as it is (nothing starts, nothing is written)."""
+    from spx.platform.lifecycle import nothing_to_resume
 
     settings = _settings(store, tracking_uri, address)
+    with _open_store(store) as db:  # before Ray and the driver's imports: a no-op is quick
+        sweep = db.get_sweep(name)
+        trials = db.trials(sweep.id)
+    if nothing_to_resume(sweep, trials, retry_failed):
+        again = sum(t.status == "FAILED" for t in trials)
+        hint = f" (--retry-failed runs its {again} failed again)" if again else ""
+        out.print(
+            f"sweep {_quote(name)} already completed ({_end_counts(trials)} of {len(trials)}): "
+            f"nothing to resume{hint}",
+            markup=False,
+            highlight=False,
+        )
+        return
+    from spx.platform.driver import resume_sweep
+
     result = resume_sweep(name, settings, lambda spec: _display(spec, plain), retry_failed)
     _finish(result, settings)
 
@@ -275,19 +296,13 @@ def list_sweeps(store: Store_ = None, as_json: AsJson = False) -> None:
     db = _open_store(store)
     rows = [sweep_dict(s, db.trials(s.id)) for s in db.list_sweeps()]
     if as_json:
-        print(to_json(rows))
+        write_text(to_json(rows))
         return
-    table = Table("name", "task", "method", "status", "trials", "created")
-    for r in rows:
-        table.add_row(
-            r["name"],
-            r["task"],
-            r["method"],
-            r["status"],
-            str(r["trials"]),
-            (r["created_at"] or "")[:19],
-        )
-    out.print(table)
+    keys = ["name", "task", "method", "status", "trials", "created_at"]
+    cells = [[r[k] for k in keys] for r in rows]
+    if is_terminal(out):  # seconds are enough to read; a pipe gets the stored time whole
+        cells = [[*c[:-1], (c[-1] or "")[:19]] for c in cells]
+    print_table(out, [*keys[:-1], "created"], cells)
 
 
 @sweep_app.command("status")
@@ -311,10 +326,11 @@ def status(
     sweep = db.get_sweep(name)
     data = sweep_dict(sweep, db.trials(sweep.id))
     if as_json:
-        print(to_json(data))
+        write_text(to_json(data))
         return
     counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(data["counts"].items()))
-    out.print(f"{name}: {data['status']}, {data['trials']} trials ({counts or 'none'})")
+    line = f"{name}: {data['status']}, {data['trials']} trials ({counts or 'none'})"
+    out.print(line, markup=False, highlight=False)
 
 
 @sweep_app.command("show")
@@ -342,22 +358,24 @@ def show(
         data = {"sweep": sweep_dict(sweep, trials), "trials": [trial_dict(t) for t in trials]}
         if groups:
             data["over_seeds"] = groups
-        print(to_json(data))
+        write_text(to_json(data))
         return
-    table = Table("trial", "status", *varied, *metrics)
+    rows = []
     for t in trials:
         m = t.metrics or {}
-        cells = [f"{m[k]:.4g}" if isinstance(m.get(k), int | float) else "" for k in metrics]
-        table.add_row(str(t.number), str(t.status), *(str(t.params.get(k)) for k in varied), *cells)
-    out.print(table)
-    if groups:
+        cells = [m[k] if isinstance(m.get(k), int | float) else None for k in metrics]
+        rows.append([t.number, str(t.status), *(t.params.get(k) for k in varied), *cells])
+    print_table(out, ["trial", "status", *varied, *metrics], rows)
+    if groups and not is_terminal(out):  # a pipe carries one table
+        typer.echo("note: the means over seeds are in --json (over_seeds)", err=True)
+    elif groups:
         keys = [k for k in groups[0] if k not in ("n", *metrics) and not k.endswith("_std")]
-        over = Table(*keys, "seeds", *(f"{m} (mean ± std)" for m in metrics[:2]))
-        over.title = "completed trials over seeds"
-        for g in groups:
-            cells = [_mean_std(g[m], g[f"{m}_std"]) for m in metrics[:2]]
-            over.add_row(*(str(g[k]) for k in keys), str(g["n"]), *cells)
-        out.print(over)
+        means = [f"{m} (mean ± std)" for m in metrics[:2]]
+        over = [
+            [*(g[k] for k in keys), g["n"], *(_mean_std(g[m], g[f"{m}_std"]) for m in metrics[:2])]
+            for g in groups
+        ]
+        print_table(out, [*keys, "seeds", *means], over, title="completed trials over seeds")
 
 
 def _mean_std(mean: float | None, std: float | None) -> str:
@@ -371,15 +389,26 @@ def _pareto(sweep, trials) -> tuple[list, list[str]]:
     import pandas as pd
 
     from spx.dashboards.pareto import pareto_front
-    from spx.platform.spec import parse_spec
 
-    objectives = parse_spec(sweep.spec_text, name=sweep.name).objectives
     done = [t for t in trials if t.status == "COMPLETED"]
-    goals = {o.metric: "min" if o.goal == "minimize" else "max" for o in objectives}
+    goals = {m: "min" if goal == "minimize" else "max" for m, goal in _objectives(sweep)}
     rows = [{m: (t.metrics or {}).get(m) for m in goals} for t in done]
     frame = pd.DataFrame(rows, columns=list(goals), index=range(len(done)), dtype=float)
     front = pareto_front(frame, goals)  # type: ignore[arg-type]
     return [done[i] for i in front.index], list(goals)
+
+
+def _objectives(sweep) -> list[tuple[str, str]]:
+    """The (metric, goal) objectives of a stored sweep. Its spec text passed the full
+    parser at launch; this reads the one key with the YAML loader only, since the parser's
+    imports (torch among them) take longer than the whole of ``show --pareto`` otherwise."""
+    from spx.platform.limits import load_yaml
+
+    raw = (load_yaml(sweep.spec_text) or {}).get("objective") or {}
+    return [
+        (o.get("metric", "val/loss"), o.get("goal", "minimize"))  # sweep_models.Objective's
+        for o in (raw if isinstance(raw, list) else [raw])
+    ]
 
 
 @sweep_app.command("export")
@@ -478,6 +507,9 @@ def main() -> None:
     mask_output()
     try:
         code = app(standalone_mode=False)
+        sys.stdout.flush()  # here, where a reader that has gone is a quiet exit 0
+    except BrokenPipeError:
+        closed_pipe()
     except SpxError as exc:
         Console(stderr=True, soft_wrap=True).print(
             Text.assemble(("error", "red"), ": ", mask_url(str(exc))), highlight=False

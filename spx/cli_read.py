@@ -1,4 +1,5 @@
-"""The read-side commands of ``spx``: ``analyze scaling-law|pareto``, ``query``, ``report``.
+"""The read-side commands of ``spx``: ``analyze scaling-law|compare-laws|pareto``,
+``query``, ``report``.
 
 Thin typer commands over ``spx.dashboards``; mounted on the main app by ``register``.
 Bad input raises ConfigError / NotFoundError, which ``spx.cli.main`` turns into exit 2.
@@ -11,10 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from spx.cli_options import AsJson, Force, Store_
+from spx.cli_output import PipeConsole, print_table, reader_may_close, write_text
 from spx.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from spx.dashboards.scaling import LawName
 
 analyze_app = typer.Typer(no_args_is_help=True, help="Scaling-law fits and Pareto fronts.")
-out = Console(soft_wrap=True)
+out = PipeConsole(soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -111,6 +112,61 @@ def scaling_law(
             out.print(f"warning{where}: {text}", markup=False, highlight=False, style="yellow")
 
 
+@analyze_app.command("compare-laws")
+def compare_laws(
+    sweep: str,
+    laws: Annotated[
+        list[str] | None,
+        typer.Option("--laws", "--law", help="two laws: journey,chinchilla (or repeat)"),
+    ] = None,
+    folds: Annotated[int, typer.Option(help="cross-validation folds")] = 5,
+    by: Annotated[
+        str | None, typer.Option("--by", help="one fold per value of this column instead")
+    ] = None,
+    bootstrap: Annotated[int, typer.Option(help="paired bootstrap resamples")] = 2000,
+    seed: Annotated[int, typer.Option(help="seed of the folds and the resamples")] = 0,
+    level: Annotated[float, typer.Option(help="level of the interval")] = 0.95,
+    margin: Annotated[
+        float, typer.Option(help="smallest difference that counts, x the lower error")
+    ] = 0.01,
+    y: Annotated[str, typer.Option("--y", help="loss column")] = "val/loss",
+    store: Store_ = None,
+    as_json: AsJson = False,
+) -> None:
+    """Which of two laws predicts held-out trials better, on the same folds, and whether
+    the difference is significant (a paired bootstrap interval excluding 0 by the margin)."""
+    from spx.dashboards.compare import compare_laws as compare
+    from spx.platform.views import to_json
+
+    names = [n for text in (laws or ["journey,chinchilla"]) for n in text.split(",")]
+    trials = _trials(sweep, store)
+    result = compare(trials, names, folds, bootstrap, seed, level=level, margin=margin, by=by, y=y)
+    if as_json:
+        print(to_json(result.to_dict()))
+        return
+    first, second = result.laws
+    out.print(
+        f"{first} vs {second}: {result.target}, {result.folds} folds by {result.fold_by}; "
+        f"{result.n} of {result.usable} usable trials predicted, {result.units} "
+        f"{result.unit}s resampled",
+        markup=False,
+        highlight=False,
+    )
+    table = Table("law", "held-out RMSE (log L)")
+    for name, error in result.heldout_error.items():
+        table.add_row(name, f"{error:.4g}")
+    out.print(table)
+    pct = f"{result.level * 100:g} %"
+    low, high = result.interval
+    out.print(
+        f"difference ({first} - {second}): {result.difference:.4g}, {pct} interval "
+        f"[{low:.4g}, {high:.4g}] ({result.bootstrap} paired resamples)",
+        markup=False,
+        highlight=False,
+    )
+    out.print(f"verdict: {result.verdict}", markup=False, highlight=False)
+
+
 def _draw_fit(trials, fits, path: Path) -> None:
     from spx.dashboards.plots import fit_band_plot, to_plotly, to_png
 
@@ -182,21 +238,19 @@ def _write_csv(rows) -> None:
 
     # Each row goes out as it is fetched; nothing holds the whole result.
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(rows.columns)
-    for row in rows:
-        writer.writerow(row)
+    with reader_may_close():
+        writer.writerow(rows.columns)
+        for row in rows:
+            writer.writerow(row)
 
 
 def _print_rows(rows, as_json: bool) -> None:
     from spx.platform.views import to_json
 
     if as_json:
-        print(to_json([dict(zip(rows.columns, row, strict=True)) for row in rows]))
+        write_text(to_json([dict(zip(rows.columns, row, strict=True)) for row in rows]))
         return
-    table = Table(*[str(c) for c in rows.columns])
-    for row in rows:
-        table.add_row(*(str(v) for v in row))
-    out.print(table)
+    print_table(out, [str(c) for c in rows.columns], rows)
 
 
 def report(
