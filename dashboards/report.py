@@ -2,11 +2,14 @@
 embedded, so the file works offline.
 
 Sections: the best trials, the arms side by side (mean ± std over seeds, when
-``train.seed`` is one of the varied keys), then the plots the sweep has data for
-(accuracy vs. sparsity per method, the Pareto front of accuracy vs. parameters, loss vs.
-bytes sent per comm strategy, the realized sparsity schedules), the scaling laws (per law
-its fitted curve with the bootstrap band, its coefficients with ``identifiable`` flags, or
-one line saying why it was not fitted; then the compare-laws verdict), and every trial.
+``train.seed`` is one of the varied keys), then the plots the sweep has data for, each
+line a config (its seeds averaged, the legend naming its varied keys): for an adaptive
+search (tpe, cmaes, ...) the objective per trial with the best so far, accuracy vs.
+sparsity, the Pareto front of accuracy vs. parameters, loss vs. bytes sent, the realized
+sparsity schedules (a sweep whose every trial is dense gets one line instead of the
+sparsity plots); then the scaling laws (per law its fitted curve with the bootstrap band,
+its coefficients with ``identifiable`` flags, or one line saying why it was not fitted;
+then the compare-laws verdict), and every trial.
 Example: ``write_report("quickstart", Path("report.html"))``
 """
 
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from spx.dashboards.columns import varied
 from spx.dashboards.compare import compare_laws
 from spx.dashboards.frames import Sweep
 from spx.dashboards.plots import (
@@ -25,6 +29,8 @@ from spx.dashboards.plots import (
     accuracy_vs_sparsity_plot,
     comm_plot,
     fit_band_plot,
+    is_dense,
+    objective_plots,
     pareto_plot,
     schedules_plot,
     to_plotly,
@@ -32,14 +38,25 @@ from spx.dashboards.plots import (
 )
 from spx.dashboards.scaling import INPUTS, TARGET, ScalingFit, fit_scaling_law
 from spx.errors import SpxError
+from spx.platform.limits import load_yaml
 from spx.platform.paths import check_output, write_output
+from spx.platform.store import SweepRow
 
-__all__ = ["ScalingSection", "render_report", "scaling_section", "write_report"]
+__all__ = [
+    "ScalingSection",
+    "build_plots",
+    "is_adaptive",
+    "objectives",
+    "render_report",
+    "scaling_section",
+    "write_report",
+]
 
 _TABLE_METRICS = ["metrics.val/loss", "metrics.val/acc", "metrics.model/sparsity", "n_avg"]
 
 
 HISTORY = ["model/sparsity", "val/loss", "comm/bytes_sent"]
+DENSE_LINE = "No sparsity plots: every trial trains dense (prune.method none)."
 
 
 def write_report(
@@ -58,7 +75,8 @@ def write_report(
     check_output(output, force)
     with Sweep.load(name, store_url) as sw:
         trials, history = sw.trials_df(), sw.history_df(HISTORY)
-    plots, scaling = build_plots(trials, history)
+    adaptive = objectives(sw.row) if is_adaptive(sw.row.method) else []
+    plots, scaling = build_plots(trials, history, adaptive)
     write_output(output, render_report(sw.name, trials, plots, scaling), force)
     if png_dir is not None:
         for plot in [*plots, *scaling.plots]:
@@ -66,16 +84,49 @@ def write_report(
     return output
 
 
-def build_plots(trials: pd.DataFrame, history: pd.DataFrame) -> tuple[list[Plot], ScalingSection]:
-    """The report's plots (those the sweep has data for) and its scaling section."""
-    sparsity = history[history["name"] == "model/sparsity"] if len(history) else history
+def build_plots(
+    trials: pd.DataFrame,
+    history: pd.DataFrame,
+    adaptive: list[tuple[str, str]] | None = None,
+) -> tuple[list[Plot], ScalingSection]:
+    """The report's plots (those the sweep has data for) and its scaling section;
+    ``adaptive``: the (metric, goal) objectives of an adaptive search, each drawn per trial.
+    """
     found = [
+        *objective_plots(trials, adaptive or []),
         accuracy_vs_sparsity_plot(trials),
         pareto_plot(trials),
         comm_plot(trials, history),
-        schedules_plot(sparsity),
+        schedules_plot(trials, history),
     ]
     return [p for p in found if p is not None], scaling_section(trials)
+
+
+def is_adaptive(method: str) -> bool:
+    """Whether the sweep's search strategy adapts to the results (its registry flag); a
+    method this spx does not know (a store from another version) is taken as not."""
+    from spx.search.strategies import strategy_class  # imports Optuna: only when asked
+
+    try:
+        return strategy_class(method).adaptive
+    except KeyError:
+        return False
+
+
+def objectives(sweep: SweepRow) -> list[tuple[str, str]]:
+    """The (metric, goal) objectives of a stored sweep, read from its spec text with the
+    YAML loader only (the text passed the full parser at launch); the defaults of
+    ``spx.platform.sweep_models.Objective`` where a key is missing."""
+    try:
+        data = load_yaml(sweep.spec_text)
+    except SpxError:  # a store written by hand; the defaults, as for a missing key
+        data = None
+    raw = (data.get("objective") if isinstance(data, dict) else None) or {}
+    return [
+        (str(o.get("metric", "val/loss")), str(o.get("goal", "minimize")))
+        for o in (raw if isinstance(raw, list) else [raw])
+        if isinstance(o, dict)
+    ]
 
 
 def render_report(
@@ -91,6 +142,8 @@ def render_report(
     shown = [*plots, *(scaling.plots if scaling else [])]
     figures = [_figure(plot, with_plotlyjs=i == 0) for i, plot in enumerate(shown)]
     parts += figures[: len(plots)]
+    if is_dense(trials):
+        parts.append(f"<p class='no-plot'>{html.escape(DENSE_LINE)}</p>")
     if scaling is not None:
         parts.append(_section(SCALING_TITLE, "".join(figures[len(plots) :]) + scaling.html))
     parts.append(_section("All trials", _table(trials)))
@@ -119,11 +172,8 @@ def _counts(trials: pd.DataFrame) -> str:
 
 
 def _columns(trials: pd.DataFrame) -> list[str]:
-    varied = [
-        c for c in trials.columns if c.startswith("params.") and trials[c].astype(str).nunique() > 1
-    ]
     shown = [c for c in _TABLE_METRICS if c in trials.columns]
-    return ["number", "status", *varied, *shown]
+    return ["number", "status", *varied(trials), *shown]
 
 
 def _table(trials: pd.DataFrame) -> str:

@@ -103,7 +103,11 @@ def test_every_plot_is_drawn_and_the_fit_band_brackets_the_fit(rich_url, tmp_pat
             for lo, y, hi in zip(s.low, s.y, s.high, strict=True)
         )
     comm = next(p for p in plots if p.key == "comm")
-    assert [s.name for s in comm.series] == ["ddp", "sparseloco"]
+    assert len(comm.series) == 18  # one line per config, its two seeds averaged
+    assert comm.series[0].name == (
+        "comm.strategy=ddp, model.width=10000, prune.method=none, prune.sparsity=0, "
+        "train.steps=1000 (n=2)"
+    )
     assert comm.series[0].x[-1] == pytest.approx(4e5 * 30)
 
 
