@@ -1,4 +1,5 @@
-"""Outer-step overhead and wire size of DiLoCo / SparseLoCo on a real model (ALGORITHMS.md §1d).
+"""Outer-step overhead and wire size of DiLoCo / SparseLoCo on a real model (bytes per sync
+as SparseLoCo, arXiv 2508.15706, counts them).
 
 Run by hand, not a test::
 
@@ -8,7 +9,7 @@ For code-gpt at the given size, one worker (a one-thread group: the all-gather i
 this is the local cost: EF, top-k, quantize, pack, unpack, aggregate, apply) times a round of
 H inner AdamW steps and the outer step after it, per strategy. Prints a markdown table: the
 outer step as a share of the round, the bytes one worker sends per sync, bits per parameter,
-the compression against dense fp32, and the same size by the §1d formula (14 bits per kept
+the compression against dense fp32, and the same size by SparseLoCo's formula (14 bits per kept
 value plus 20 bytes of table per tensor).
 """
 
@@ -29,7 +30,7 @@ from spx.workers.tasks import build_task
 
 
 def formula_bytes(model: torch.nn.Module, topk: int, chunk: int) -> float:
-    """§1d: 14 bits per kept value plus 5 fp32 per tensor."""
+    """SparseLoCo's count: 14 bits per kept value plus 5 fp32 per tensor."""
     total = 0.0
     for p in model.parameters():
         layout = layout_for(tuple(p.shape), chunk)
@@ -85,7 +86,7 @@ def main() -> None:
     print(f"code-gpt width {args.width} depth {args.depth}, H = {args.H}, {args.rounds} rounds")
     print(
         "| strategy | topk | params | H inner steps ms | outer step ms | outer share "
-        "| bytes/sync | §1d formula | bits/param | vs fp32 |"
+        "| bytes/sync | formula | bits/param | vs fp32 |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for strategy, topk in (("diloco", 64), ("sparseloco", 64), ("sparseloco", 128)):

@@ -1,4 +1,5 @@
-"""Combine the sparse payloads all-gathered from R workers (ALGORITHMS.md §1b, §1f pitfall 3-4).
+"""Combine the sparse payloads all-gathered from R workers (SparseLoCo, Sarfi et al. 2025,
+arXiv 2508.15706).
 
 Two rules, chosen by :class:`SparseAgg`:
 
@@ -68,7 +69,8 @@ def scatter_mean(
 def aggregate(
     payloads: Sequence[WirePayload], mode: SparseAgg | str = SparseAgg.MEAN_CONTRIB
 ) -> Tensor:
-    """Dense fp32 update ``Δ̄`` of one tensor from the payloads of all R workers (§1b).
+    """Dense fp32 update ``Δ̄`` of one tensor from the payloads of all R workers (the
+    contributors' mean of SparseLoCo).
 
     Every payload must describe the same tensor (same shape and chunk side).
     """

@@ -1,9 +1,10 @@
-"""Chunk a tensor into square tiles for per-chunk top-k (ALGORITHMS.md §1b, "Chunking").
+"""Chunk a tensor into square tiles for per-chunk top-k (SparseLoCo, Sarfi et al. 2025,
+arXiv 2508.15706: chunking).
 
 Every tensor is first viewed as a matrix ``(a, b)``: a 0-d scalar as ``(1, 1)``, a 1-D
 vector (bias, norm gain) as ``(1, n)``, a 2-D ``(out, in)`` weight as itself and an N-D
 weight (conv) as ``(shape[0], prod(shape[1:]))``. Each side gets a chunk side from the
-divisor rule (§1b, §1f pitfall 7) and the matrix is rearranged
+divisor rule (SparseLoCo's code) and the matrix is rearranged
 ``(y h)(x w) -> (y x)(h w)``, so row ``i`` of the result is one ``h x w`` tile, flattened.
 With the ``(1, n)`` view a vector falls out as chunks of ``chunk_side(n)`` elements, which
 is the reference's 1-D rule, so one code path serves every rank.
@@ -24,7 +25,7 @@ def _divisors(n: int) -> list[int]:
 
 
 def chunk_side(n: int, target: int = 64) -> int:
-    """Chunk side for a dimension of size ``n``: the divisor rule of ALGORITHMS.md §1b.
+    """Chunk side for a dimension of size ``n``: the divisor rule of SparseLoCo's code.
 
     ``target`` if it divides ``n``; else the largest divisor of ``n`` below ``target``;
     else the smallest divisor above it (reachable only when ``target < 1``, since 1

@@ -1,8 +1,10 @@
-"""SparseLoCo's per-tensor compressor: chunk, top-k, quantize, pack (ALGORITHMS.md §1b-§1d).
+"""SparseLoCo's per-tensor compressor: chunk, top-k, quantize, pack (SparseLoCo, Sarfi et
+al. 2025, arXiv 2508.15706).
 
 ``compress`` also returns the dense tensor the receivers will reconstruct (dequantized
 values scattered back), which is what the error-feedback accumulator must subtract
-(§1f pitfall 2). Defaults are the reference's (§1c): chunk 64, top-k 64 per 64x64 chunk
+(the error feedback keeps that difference). Defaults are the reference code's: chunk 64,
+top-k 64 per 64x64 chunk
 (1.5625 % density), 2-bit codes.
 """
 

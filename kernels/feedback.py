@@ -1,4 +1,5 @@
-"""Error-feedback accumulator updates of SparseLoCo (ALGORITHMS.md §1b, §1f pitfall 2).
+"""Error-feedback accumulator updates of SparseLoCo (SparseLoCo, Sarfi et al. 2025, arXiv
+2508.15706).
 
 The outer step per worker is ``e <- beta*e + alpha*delta``, compress ``e``, then
 ``e <- e - transmitted`` where ``transmitted`` is the *dequantized* scatter the compressor
@@ -14,7 +15,7 @@ from spx.kernels import fastpath
 
 
 def ef_update(e: Tensor, delta: Tensor, beta: float, alpha: float) -> Tensor:
-    """``e <- beta * e + alpha * delta`` in place; alpha is the outer lr of §1b.
+    """``e <- beta * e + alpha * delta`` in place; alpha is SparseLoCo's outer lr.
 
     >>> import torch
     >>> ef_update(torch.tensor([1.0, 2.0]), torch.tensor([10.0, 0.0]), 0.5, 1.0).tolist()

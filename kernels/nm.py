@@ -1,4 +1,5 @@
-"""N:M masks: keep the N largest |w| of every M consecutive weights (ALGORITHMS.md §7).
+"""N:M masks: keep the N largest |w| of every M consecutive weights (Zhou et al., ICLR 2021,
+"Learning N:M Fine-grained Structured Sparse Neural Networks From Scratch").
 
 Groups run along the input-channel dimension, the layout sparse tensor cores accept:
 
@@ -9,7 +10,7 @@ Groups run along the input-channel dimension, the layout sparse tensor cores acc
 
 Exactly N entries survive per group, also when magnitudes tie (``torch.topk`` breaks ties),
 so the pattern stays hardware-valid. The mask is cheap and meant to be recomputed from the
-dense weights every forward pass (§7).
+dense weights every forward pass (SR-STE, Zhou et al. 2021).
 """
 
 from __future__ import annotations

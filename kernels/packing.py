@@ -1,6 +1,7 @@
 """Bit packing of codes and chunk-local indices (the payload they travel in: wire.py).
 
-Sizes follow ALGORITHMS.md §1d: a 2-bit code plus a 12-bit index (two indices in three
+Sizes follow SparseLoCo, Sarfi et al. 2025, arXiv 2508.15706: a 2-bit code plus a 12-bit
+index (two indices in three
 bytes, as templar packs them) is 14 bits per selected entry, plus ``4 * (1 + B)`` bytes of
 fp32 shift and LUT per tensor.
 

@@ -1,7 +1,8 @@
-"""Statistical quantizer of SparseLoCo's selected values (ALGORITHMS.md §1b, "2-bit quantizer").
+"""Statistical quantizer of SparseLoCo's selected values (SparseLoCo, Sarfi et al. 2025,
+arXiv 2508.15706: its 2-bit quantizer).
 
 One call quantizes all selected values of one tensor (statistics from the selected values
-only, §1f pitfall 5)::
+only)::
 
     mu = mean(v);  c = v - mu;  sigma = ||c|| / sqrt(n - 1)
     B = 2**bits;   s = R * sigma / B   (s := 1 if it is 0, NaN or inf)

@@ -1,4 +1,5 @@
-"""2:4 semi-structured sparse weights for sparse tensor cores (ALGORITHMS.md §7), GPU only.
+"""2:4 semi-structured sparse weights for sparse tensor cores (Mishra et al. 2021, arXiv
+2104.08378), GPU only.
 
 ``torch.sparse.to_sparse_semi_structured`` needs CUDA with compute capability >= 8.0
 (Ampere or newer), a contiguous 2-D fp16/bf16 tensor whose sides are multiples of the

@@ -1,4 +1,5 @@
-"""Per-chunk top-k by magnitude, keeping signs (ALGORITHMS.md §1b "k per chunk", §1f pitfall 6)."""
+"""Per-chunk top-k by magnitude, keeping signs (SparseLoCo, Sarfi et al. 2025, arXiv
+2508.15706: k per chunk)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def topk_per_chunk(chunks: Tensor, k: int) -> tuple[Tensor, Tensor]:
 
 
 def chunk_topk(x: Tensor, layout: ChunkLayout, k: int) -> tuple[Tensor, Tensor]:
-    """:func:`topk_per_chunk` of ``x`` cut into the tiles of ``layout`` (ALGORITHMS.md §1b).
+    """:func:`topk_per_chunk` of ``x`` cut into the tiles of ``layout`` (SparseLoCo, Sarfi
+    et al. 2025, arXiv 2508.15706).
 
     ``(idx, values)`` ``[n_chunks, k]``: chunk-local indices ascending and the signed
     entries. On a GPU the Triton fast path reads each tile in place, with no copies.

@@ -25,7 +25,7 @@ class WirePayload:
 
     ``shape``, ``chunk`` (the target chunk side), ``k`` and ``bits`` are metadata that every
     worker already knows from the model and the config, so :attr:`nbytes` does not count
-    them (this is the accounting of ALGORITHMS.md §1d). :meth:`to_bytes` adds a small
+    them (this is SparseLoCo's own accounting of bytes per sync). :meth:`to_bytes` adds a small
     self-describing header of int32 fields (:attr:`header_nbytes`) for transports that
     need one.
     """

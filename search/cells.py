@@ -1,4 +1,5 @@
-"""The DARTS / DASS search space for the 8x8 digits (ALGORITHMS.md §2): sparse layers,
+"""The DARTS / DASS search space for the 8x8 digits (DASS: Mousavi et al., arXiv 2207.06968;
+DARTS: Liu et al., ICLR 2019): sparse layers,
 candidate ops, cells, the supernet, genotypes and the derived network.
 
 Both networks share one skeleton: a dense 3x3 stem conv, ``cells`` normal cells (each a
@@ -95,7 +96,7 @@ class _Sparse(nn.Module):
 
 
 class SparseConv(_Sparse, nn.Conv2d):
-    """A Conv2d that computes with ``W ⊙ M`` (ALGORITHMS.md §2 SparseConv).
+    """A Conv2d that computes with ``W ⊙ M`` (DASS's sparse convolution).
 
     >>> conv = SparseConv(2, 2, 3, sparsity=0.75)
     >>> int((conv.sparse_weight() != 0).sum()), conv.weight.numel()

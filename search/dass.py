@@ -1,4 +1,5 @@
-"""DASS and DARTS inside one trial (ALGORITHMS.md §2): search a supernet, derive a cell,
+"""DASS and DARTS inside one trial (Mousavi et al., arXiv 2207.06968; Liu et al., ICLR
+2019): search a supernet, derive a cell,
 retrain the derived network through the normal training loop at ``prune.sparsity``.
 
 The search is first-order DARTS, alternating per step:

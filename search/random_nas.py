@@ -1,4 +1,4 @@
-"""Random search over node masks, the sparse-NAS baseline (ALGORITHMS.md §3).
+"""Random search over node masks, the sparse-NAS baseline (Farahani, arXiv 2403.08265).
 
 One ``nas.method: random-nas`` trial:
 

@@ -21,7 +21,8 @@ def journey_data(n: int = 60, seed: int = 1, noise: float = 0.01) -> pd.DataFram
     dense = np.exp(rng.uniform(np.log(1e6), np.log(1e9), n))
     tokens = np.exp(rng.uniform(np.log(1e8), np.log(1e11), n))
     sparsity = np.where(rng.random(n) < 0.5, rng.choice([0.5, 0.75, 0.9], n), 0.0)
-    # The 0.25 -> 0.75 cubic schedule's closed form (ALGORITHMS.md section 5), N_np = 0.
+    # The 0.25 -> 0.75 cubic schedule's closed form (Zhu & Gupta 2017; Jin et al., ICLR
+    # 2025), N_np = 0.
     n_avg = dense * (0.25 + 0.5 * (1 - 0.75 * sparsity) + 0.25 * (1 - sparsity))
     loss = TRUE["E"] + TRUE["A"] / n_avg ** TRUE["alpha"] + TRUE["B"] / tokens ** TRUE["beta"]
     return pd.DataFrame(

@@ -1,4 +1,4 @@
-"""End to end: a multi-worker sweep (ALGORITHMS.md §1) through the installed `spx`."""
+"""End to end: a multi-worker sweep (DDP, DiLoCo, SparseLoCo) through the installed `spx`."""
 
 from __future__ import annotations
 

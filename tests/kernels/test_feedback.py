@@ -18,7 +18,8 @@ def test_ef_subtract_in_place():
 
 
 def test_residual_is_e_minus_dequantized_transmission():
-    # Pitfall 2 of ALGORITHMS.md §1f: the selected 4 and 3 are sent as 3.5 each, so the
+    # SparseLoCo's error feedback (arXiv 2508.15706): the selected 4 and 3 are sent as 3.5
+    # each, so the
     # residual keeps +0.5 and -0.5 at the sent positions, not 0.
     e = torch.zeros(2, 4)
     ef_update(e, torch.tensor([[4.0, 0.0, 0.0, -2.0], [0.0, 1.0, 3.0, 0.0]]), 0.95, 1.0)

@@ -1,4 +1,4 @@
-"""SparseLoCo over a real torch.distributed group of local processes (ALGORITHMS.md §1b).
+"""SparseLoCo over a real torch.distributed group of local processes (arXiv 2508.15706).
 
 Each rank runs the outer step through TorchComm; the test recomputes the reference math
 (EF, per-worker compression, contributor mean, SGD lr 1) in the parent process on the CPU.

@@ -1,4 +1,5 @@
-"""Outer steps of DDP / DiLoCo / SparseLoCo on literal tensors (ALGORITHMS.md §1a, §1b).
+"""Outer steps of DDP / DiLoCo / SparseLoCo on literal tensors (DiLoCo, arXiv 2311.08105;
+SparseLoCo, arXiv 2508.15706).
 
 R workers are threads of this process talking through ThreadComm: no Ray, no sockets.
 """
