@@ -19,7 +19,6 @@ from enum import StrEnum
 import torch
 from torch import Tensor
 
-from spx.errors import ConfigError
 from spx.kernels import fastpath
 from spx.kernels.compress import decode_entries
 from spx.kernels.wire import WirePayload
@@ -37,9 +36,7 @@ class SparseAgg(StrEnum):
             return cls(mode)
         except ValueError:
             valid = [m.value for m in cls]
-            raise ConfigError(
-                f"must be one of {valid}", field="comm.sparse_agg", value=mode
-            ) from None
+            raise ValueError(f"sparse aggregation must be one of {valid}, got {mode!r}") from None
 
 
 def scatter_mean(

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from spx.errors import ConfigError
 from spx.kernels import fastpath
 from spx.kernels.chunking import flat_index, layout_for
 from spx.kernels.packing import (
@@ -66,17 +65,13 @@ class SparseLoCoCompressor:
 
     def __post_init__(self) -> None:
         if self.chunk < 1:
-            raise ConfigError("chunk side must be >= 1", field="comm.chunk", value=self.chunk)
+            raise ValueError(f"chunk side must be >= 1, got {self.chunk}")
         if not 1 <= self.topk <= self.chunk**2:
-            raise ConfigError(
-                f"top-k must be in [1, chunk**2 = {self.chunk**2}]",
-                field="comm.topk",
-                value=self.topk,
-            )
+            raise ValueError(f"top-k must be in [1, chunk**2 = {self.chunk**2}], got {self.topk}")
         if self.bits not in BITS:
-            raise ConfigError(f"bits must be one of {BITS}", field="comm.bits", value=self.bits)
+            raise ValueError(f"bits must be one of {BITS}, got {self.bits}")
         if not self.range_sigmas > 0:
-            raise ConfigError("range_sigmas must be > 0", value=self.range_sigmas)
+            raise ValueError(f"range_sigmas must be > 0, got {self.range_sigmas}")
 
     def compress(self, tensor: Tensor) -> tuple[WirePayload, Tensor]:
         """``(payload, transmitted)``; ``transmitted`` has ``tensor``'s shape and dtype."""

@@ -20,20 +20,18 @@ import re
 import torch
 from torch import Tensor
 
-from spx.errors import ConfigError
-
 _NM = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 
 
 def parse_nm(spec: str) -> tuple[int, int]:
-    """``"2:4" -> (2, 4)``; raises ConfigError(field="prune.nm") unless ``1 <= n <= m``.
+    """``"2:4" -> (2, 4)``; raises ValueError unless ``1 <= n <= m``.
 
     >>> parse_nm("2:4"), parse_nm(" 1 : 8 ")
     ((2, 4), (1, 8))
     """
     match = _NM.match(spec) if isinstance(spec, str) else None
     if match is None:
-        raise ConfigError("N:M sparsity must look like '2:4'", field="prune.nm", value=spec)
+        raise ValueError(f"N:M sparsity must look like '2:4', got {spec!r}")
     n, m = int(match.group(1)), int(match.group(2))
     _check_nm(n, m)
     return n, m
@@ -41,7 +39,7 @@ def parse_nm(spec: str) -> tuple[int, int]:
 
 def _check_nm(n: int, m: int) -> None:
     if not 1 <= n <= m:
-        raise ConfigError("N:M needs 1 <= N <= M", field="prune.nm", value=f"{n}:{m}")
+        raise ValueError(f"N:M needs 1 <= N <= M, got {n}:{m}")
 
 
 def _channels_last(weight: Tensor) -> Tensor:
@@ -61,14 +59,12 @@ def nm_mask(weight: Tensor, n: int, m: int) -> Tensor:
     """
     _check_nm(n, m)
     if weight.dim() == 0:
-        raise ConfigError("N:M needs a tensor with at least one dimension", field="prune.nm")
+        raise ValueError("N:M needs a tensor with at least one dimension")
     grouped = _channels_last(weight.detach())
     if grouped.shape[-1] % m:
-        raise ConfigError(
+        raise ValueError(
             f"input dimension {grouped.shape[-1]} of weight {tuple(weight.shape)} "
-            f"is not divisible by M={m}",
-            field="prune.nm",
-            value=f"{n}:{m}",
+            f"is not divisible by M={m}"
         )
     groups = grouped.reshape(-1, m)
     keep = torch.topk(groups.abs(), n, dim=1).indices

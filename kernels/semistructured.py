@@ -20,8 +20,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from spx.errors import SpxError
-
 
 def semi_structured_available() -> bool:
     """True when CUDA is present and its device has compute capability >= 8.0."""
@@ -43,11 +41,11 @@ def is_2to4(weight: Tensor) -> bool:
 def to_semi_structured(weight: Tensor) -> Tensor:
     """Compress a 2:4-masked 2-D fp16/bf16 CUDA weight into a semi-structured sparse tensor."""
     if not semi_structured_available():
-        raise SpxError("semi-structured sparsity needs CUDA with compute capability >= 8.0")
+        raise ValueError("semi-structured sparsity needs CUDA with compute capability >= 8.0")
     if weight.dim() != 2 or weight.dtype not in (torch.float16, torch.bfloat16):
-        raise SpxError(
+        raise ValueError(
             f"need a 2-D fp16/bf16 weight, got shape={tuple(weight.shape)} dtype={weight.dtype}"
         )
     if not is_2to4(weight):
-        raise SpxError("weight is not 2:4 sparse along its input dim; apply nm_mask(w, 2, 4)")
+        raise ValueError("weight is not 2:4 sparse along its input dim; apply nm_mask(w, 2, 4)")
     return torch.sparse.to_sparse_semi_structured(weight.contiguous())
