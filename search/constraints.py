@@ -1,7 +1,9 @@
 """Constraints between trial keys, e.g. ``prune.schedule.start < prune.schedule.end``.
 
 A constraint compares trial keys and numbers with ``<  <=  >  >=  ==  !=``; a chain such as
-``0.1 <= prune.schedule.start < prune.schedule.end`` holds when every link holds. It is
+``0.1 <= prune.schedule.start < prune.schedule.end`` holds when every link holds. A key may
+carry a constant factor, ``train.steps == 40 * comm.inner_steps`` (40 outer steps at every
+H), and the factor applies to numbers only (a boolean is no number). It is
 judged on a trial's *full* config (the sweep's fixed keys, the suggested parameters and the
 defaults; :attr:`Constraints.complete` builds it) before the trial is submitted: grid search
 drops the points that break one, random search draws again, and the Optuna samplers skip
@@ -11,6 +13,9 @@ a number against text) does not hold.
 >>> rules = Constraints(parse_constraints(["a < b", "b <= 3"]))
 >>> rules.allow({"a": 1, "b": 2}), rules.allow({"a": 2, "b": 2}), rules.allow({"a": 1})
 (True, False, False)
+>>> paired = Constraints(parse_constraints(["steps == 40 * h"]))
+>>> paired.allow({"steps": 600, "h": 15}), paired.allow({"steps": 600, "h": 30})
+(True, False)
 """
 
 from __future__ import annotations
@@ -41,24 +46,43 @@ that random search makes for one trial before it gives up."""
 _SPLIT = re.compile(r"\s*(<=|>=|==|!=|<|>)\s*")
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 _KEY = re.compile(r"[A-Za-z_][\w.]*")
+_SCALED = re.compile(r"(?P<factor>\S+?)\s*\*\s*(?P<key>\S+)")
+
+
+@dataclass(frozen=True)
+class Scaled:
+    """``factor * key``: a trial key times a constant."""
+
+    factor: float
+    key: str
+
+    def of(self, config: dict[str, Any]) -> Any:
+        value = config[self.key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"{self.key} is not a number")
+        return self.factor * value
 
 
 @dataclass(frozen=True)
 class Constraint:
     text: str
-    operands: tuple[str | float, ...]
-    """A trial key (str) or a number, one more than ``operators``."""
+    operands: tuple[str | float | Scaled, ...]
+    """A trial key (str), a number or a scaled key, one more than ``operators``."""
     operators: tuple[str, ...]
 
     @property
     def keys(self) -> list[str]:
-        return [o for o in self.operands if isinstance(o, str)]
+        return [
+            o.key if isinstance(o, Scaled) else o
+            for o in self.operands
+            if isinstance(o, str | Scaled)
+        ]
 
     def holds(self, config: dict[str, Any]) -> bool:
         if any(key not in config for key in self.keys):
             return False
-        values = [config[o] if isinstance(o, str) else o for o in self.operands]
         try:
+            values = [_value(o, config) for o in self.operands]
             return all(
                 OPERATORS[op](a, b)
                 for op, a, b in zip(self.operators, values, values[1:], strict=False)
@@ -74,7 +98,7 @@ def parse_constraint(text: str, known: Collection[str] | None = None) -> Constra
     if len(operands) < 2:
         raise ValueError(f"compare two things with one of {' '.join(OPERATORS)}")
     read = tuple(_operand(o, known) for o in operands)
-    if not any(isinstance(o, str) for o in read):
+    if all(_is_num(o) for o in read):
         raise ValueError("a constraint must name at least one trial key")
     return Constraint(text, read, tuple(operators))
 
@@ -92,9 +116,25 @@ def parse_constraints(
     return tuple(out)
 
 
-def _operand(text: str, known: Collection[str] | None) -> str | float:
+def _is_num(operand: str | float | Scaled) -> bool:
+    return isinstance(operand, float)
+
+
+def _value(operand: str | float | Scaled, config: dict[str, Any]) -> Any:
+    if isinstance(operand, Scaled):
+        return operand.of(config)
+    return config[operand] if isinstance(operand, str) else operand
+
+
+def _operand(text: str, known: Collection[str] | None) -> str | float | Scaled:
     if _NUMBER.fullmatch(text):
         return float(text)
+    scaled = _SCALED.fullmatch(text)
+    if scaled and _NUMBER.fullmatch(scaled["factor"]):
+        key = _operand(scaled["key"], known)
+        if not isinstance(key, str):
+            raise ValueError(f"cannot read {text!r}: write a number times a trial key")
+        return Scaled(float(scaled["factor"]), key)
     if not _KEY.fullmatch(text):
         raise ValueError(f"cannot read {text!r}: write a trial key or a number")
     if known is not None and text not in known:
