@@ -36,7 +36,7 @@ from spx.dashboards.plots import (
     to_plotly,
     to_png,
 )
-from spx.dashboards.scaling import INPUTS, TARGET, ScalingFit, fit_scaling_law
+from spx.dashboards.scaling import INPUTS, TARGET, LawName, ScalingFit, fit_scaling_law
 from spx.errors import SpxError
 from spx.platform.limits import load_yaml
 from spx.platform.paths import check_output, write_output
@@ -223,7 +223,7 @@ def _best(trials: pd.DataFrame, k: int = 5) -> pd.DataFrame:
     return done.nsmallest(k, "metrics.val/loss")
 
 
-SCALING_LAWS = {"journey": "N_avg, tokens", "chinchilla": "final N, tokens"}
+SCALING_LAWS: dict[LawName, str] = {"journey": "N_avg, tokens", "chinchilla": "final N, tokens"}
 SCALING_TITLE = "Scaling laws (" + "; ".join(f"{k}: {v}" for k, v in SCALING_LAWS.items()) + ")"
 
 

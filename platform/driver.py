@@ -17,10 +17,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from spx.errors import ConfigError, NotFoundError, SpxError
-from spx.platform import cluster, homelock, lifecycle, paths, sizing
+from spx.platform import cluster, homelock, lifecycle, lineage, paths, sizing
 from spx.platform.progress import PlainDisplay
 from spx.platform.runner import warm_up
-from spx.platform.scheduler import Scheduler, metric_value
+from spx.platform.scheduler import Scheduler
 from spx.platform.settings import Settings, ensure_home, mask_url
 from spx.platform.spec import SweepSpec, parse_spec, spec_hash, strategy_context, trial_config
 from spx.platform.store import Store, SweepRow, SweepStatus, TrialRow, TrialStatus
@@ -72,6 +72,8 @@ class Driver:
                 field="name",
                 value=self.spec.name,
             )
+        # init.from: resolved, exported once and checksummed; its trials carry the lineage.
+        self.spec = lineage.bind(self.spec, self.store, self.settings)
         cluster.connect(self.settings.ray_address, self.spec.import_path)
         r = self.spec.resources
         cluster.check_capacity(r.cpus_per_worker, r.gpus_per_worker, r.workers_per_trial)
@@ -119,6 +121,7 @@ class Driver:
         sweep = self.store.get_sweep(self.spec.name)
         trials = self.store.trials(sweep.id)
         lifecycle.claim(self.settings, sweep, trials, force=False)
+        self.spec = lineage.bind(self.spec, self.store, self.settings, trials)
         cluster.connect(self.settings.ray_address)
         self._warm_up()
         self._open_tracker()
@@ -222,7 +225,8 @@ class Driver:
         if exp is None:
             return None, None
         params = sweep_params(self.spec)
-        parent = self.tracker.start_run(exp, self.spec.name, params, tags={"spx.sweep": sweep.name})
+        tags = {"spx.sweep": sweep.name, **lineage.run_tags(self.spec.fixed)}
+        parent = self.tracker.start_run(exp, self.spec.name, params, tags=tags)
         self.tracker.log_text(parent, self.spec_text, "sweep.yaml")
         return exp, parent
 
@@ -235,16 +239,7 @@ class Driver:
 def outcome(store: Store, name: str, metric: str, goal: str) -> SweepOutcome:
     sweep = store.get_sweep(name)
     trials = store.trials(sweep.id)
-    scored = [
-        t for t in trials if t.status == TrialStatus.COMPLETED and _value(t, metric) is not None
-    ]
-    sign = 1.0 if goal == "minimize" else -1.0
-    best = min(scored, key=lambda t: sign * _value(t, metric)) if scored else None  # type: ignore[operator]
-    return SweepOutcome(sweep, trials, best, metric)
-
-
-def _value(trial: TrialRow, metric: str) -> float | None:
-    return metric_value(trial.metrics, metric)
+    return SweepOutcome(sweep, trials, lineage.best_trial(trials, metric, goal), metric)
 
 
 def launch(

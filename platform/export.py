@@ -32,11 +32,11 @@ from spx.platform.settings import Settings
 from spx.platform.store import SweepRow, TrialRow
 from spx.workers import checkpoint
 from spx.workers.config import TrialConfig
+from spx.workers.methods import method_class
 from spx.workers.tasks import TASKS, build_task
+from spx.workers.warmstart import WEIGHTS
 
 MANIFEST = "spx-model.json"
-WEIGHTS = "model.safetensors"
-COMPACTED = ("oto", "nodes", "channel")
 
 
 @dataclass
@@ -46,10 +46,17 @@ class Exported:
 
 
 def export_trial(
-    settings: Settings, sweep: SweepRow, trial: TrialRow, output: Path, force: bool = False
+    settings: Settings,
+    sweep: SweepRow,
+    trial: TrialRow,
+    output: Path,
+    force: bool = False,
+    compact: bool = True,
 ) -> Exported:
     """Write trial ``trial``'s model (masked or compact) to the folder ``output``; a folder
-    that already holds an exported model is overwritten only with ``force``."""
+    that already holds an exported model is overwritten only with ``force``. ``compact``
+    False keeps the masked full model even for a method that compacts (``init.from``
+    loads it into a trial of the same architecture)."""
     _check_output(output, force)
     folder = paths.trial_folder(paths.sweep_folder(settings, sweep), trial.number)
     loaded = checkpoint.load(folder / "checkpoint")
@@ -83,11 +90,12 @@ def export_trial(
     example = build_task(cfg.task, settings.home / "data").example_input(cfg)
     full_counts = _counts(model, example)
     manifest["full"] = full_counts
-    if cfg.prune.method in COMPACTED:
-        from spx.workers.compact import compact, kept_units
+    if compact and method_class(cfg.prune.method).compacts:
+        from spx.workers.compact import compact as compacted
+        from spx.workers.compact import kept_units
 
         kept = kept_units(model)  # a dropped unit's slices are all zero in the checkpoint
-        model, _ = compact(model, example, kept)
+        model, _ = compacted(model, example, kept)
         manifest["kept"] = {name: keep.tolist() for name, keep in kept.items()}
         manifest["compact"] = _counts(model, example)
     _write(output, model, manifest)
@@ -202,7 +210,14 @@ def _write(output: Path, model: nn.Module, manifest: dict[str, Any]) -> None:
         raise ConfigError(
             f"cannot create the folder ({exc.strerror})", field="--output", value=str(output)
         ) from exc
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state: dict[str, torch.Tensor] = {}
+    stored: set[int] = set()
+    for name, tensor in model.state_dict().items():
+        # A tied weight (code-gpt's head is its token embedding) is one tensor under two
+        # names; safetensors stores no shared memory, so the second name gets a copy.
+        memory = tensor.untyped_storage().data_ptr()
+        state[name] = tensor.detach().clone() if memory in stored else tensor.detach().contiguous()
+        stored.add(memory)
     paths.write_output(output / WEIGHTS, save(state), force=True)
     text = json.dumps(manifest, indent=2, allow_nan=True)
     paths.write_output(output / MANIFEST, text, force=True)

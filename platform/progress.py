@@ -39,17 +39,33 @@ class _Tally:
     best: tuple[int, float] | None = None
     durations: list[float] = field(default_factory=list)
     begun: dict[int, float] = field(default_factory=dict)
+    duration_total: float = 0.0
+    final: int = 0
+    """How many entries of ``ended`` are in FINAL (kept as they change: a sweep of 10 000
+    trials would otherwise count them all at every trial's end)."""
 
     def start(self, number: int) -> None:
         self.begun.setdefault(number, time.monotonic())  # a retry keeps its first start
         self.running[number] = (0, None)
-        self.ended.pop(number, None)  # a LOST attempt runs again
+        self._end(number, None)  # a LOST attempt runs again
+
+    def _end(self, number: int, status: str | None) -> None:
+        """Set (or, with None, clear) trial ``number``'s latest end."""
+        self.final -= self.ended.pop(number, None) in FINAL
+        if status is not None:
+            self.ended[number] = status
+            self.final += status in FINAL
+
+    def add_ended(self, ended: dict[int, str]) -> None:
+        for number, status in ended.items():
+            self._end(number, status)
 
     def finish(self, number: int, status: str, value: float | None) -> None:
         self.running.pop(number, None)
-        self.ended[number] = status
+        self._end(number, status)
         if status in FINAL and number in self.begun:
             self.durations.append(time.monotonic() - self.begun.pop(number))
+            self.duration_total += self.durations[-1]
         if status == "COMPLETED" and value is not None and self._better(value):
             self.best = (number, value)
 
@@ -68,13 +84,13 @@ class _Tally:
 
     def done(self) -> int:
         """Trials that ended for good: never more than the sweep has."""
-        return sum(status in FINAL for status in self.ended.values())
+        return self.final
 
     def eta(self, concurrent: int) -> float | None:
         if self.total is None or not self.durations:
             return None
         left = self.total - self.done()
-        mean = sum(self.durations) / len(self.durations)
+        mean = self.duration_total / len(self.durations)
         return max(0.0, left * mean / max(1, min(concurrent, left or 1)))
 
 
@@ -98,7 +114,7 @@ class PlainDisplay:
         """``ended``: a resumed sweep's trials that already ran to their end (number ->
         status), so its count goes on from them rather than from 0."""
         self.tally.total = total
-        self.tally.ended.update(ended or {})
+        self.tally.add_ended(ended or {})
         shown = total if total is not None else "?"
         already = f", {self.tally.done()} already done" if ended else ""
         self._say(f"sweep {name}: {shown} trials{already}")
@@ -138,7 +154,7 @@ class LiveDisplay(PlainDisplay):
     def start(self, name: str, total: int | None, ended: dict[int, str] | None = None) -> None:
         self.name = name
         self.tally.total = total
-        self.tally.ended.update(ended or {})
+        self.tally.add_ended(ended or {})
         self.live.start()
         self.live.update(self._render())
 

@@ -27,11 +27,15 @@ def replay_spec(store: Store, name: str, new_name: str) -> tuple[SweepSpec, str]
     data: dict[str, Any] = yaml.safe_load(sweep.spec_text) or {}
     for key in DROPPED:
         data.pop(key, None)
+    configs = [dict(t.params) for t in trials]
+    # init.from is one per sweep, under fixed; spx resolves the other init.* keys again.
+    inits = [{k: c.pop(k) for k in list(c) if k.startswith("init.")} for c in configs]
+    fixed = {k: v for k, v in (inits[0] if inits else {}).items() if k.startswith("init.from.")}
     data.update(
         name=new_name,
         method="grid",
-        fixed={},
-        parameters={"replay": {"values": [dict(t.params) for t in trials]}},
+        fixed={k: v for k, v in fixed.items() if v is not None},
+        parameters={"replay": {"values": configs}},
         description=f"replay of sweep {name} (method {sweep.method}, seed "
         f"{data.get('seed', 0)}): trial i runs that sweep's trial i config",
     )

@@ -15,9 +15,11 @@ trial's task returns every report it made is already in the inbox.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +147,9 @@ def execute(
     termination stopped it, else None. Only rank 0 reports; a group's ranks join the
     process group at ``rendezvous = (host, port)``, rank 0's address.
     """
+    light = light_trial(str(job.config.get("task", ""))) if world == 1 else None
+    if light is not None:
+        return _execute_light(job, inbox, light)
     import torch
 
     from spx.errors import TrialPruned
@@ -182,6 +187,47 @@ def execute(
     return {"number": job.number, "metrics": metrics, "node": node, "pruned": pruned}
 
 
+LightTrial = Callable[[dict[str, Any], Callable[[int, dict[str, float]], bool]], dict[str, float]]
+
+
+def light_trial(task: str) -> LightTrial | None:
+    """The torch-free trial function of a custom task, when its module offers one.
+
+    A task ``module:Class`` whose module defines ``LIGHT_TRIALS = {"Class": fn}`` runs
+    ``fn(config, report)`` in the worker instead of the training loop: ``config`` is the
+    trial config as a dict, ``report(step, metrics)`` answers False when the trial should
+    stop early (``fn`` then raises ``spx.errors.TrialPruned``), and ``fn`` returns the final
+    metrics. The worker then imports neither torch nor the loop (benchmarks/sleep_task.py:
+    orchestration benchmarks with dozens of workers on one machine). The driver validates
+    configs against ``Class`` as for any task; the module itself must import without torch.
+    """
+    module_name, colon, attr = task.partition(":")
+    if not colon:
+        return None
+    try:
+        table = getattr(importlib.import_module(module_name), "LIGHT_TRIALS", None)
+    except ImportError:
+        return None  # the loop's path imports it again and reports the error
+    return table.get(attr) if isinstance(table, dict) else None
+
+
+def _execute_light(job: TrialJob, inbox: Any, light: LightTrial) -> dict[str, Any]:
+    """A light trial (``light_trial``): the same events and journal as the loop's path."""
+    from spx.errors import TrialPruned
+
+    folder = Path(job.trial_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "worker.pid").write_text(str(os.getpid()))
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    send(inbox, {"kind": "started", "number": job.number, "attempt": job.attempt, "node": node})
+    reporter = InboxReporter(inbox, job.number, job.attempt, folder)
+    try:
+        metrics, pruned = light(job.config, reporter.report), None
+    except TrialPruned as stop:
+        metrics, pruned = stop.metrics, stop.step
+    return {"number": job.number, "metrics": metrics, "node": node, "pruned": pruned}
+
+
 def _join(rank: int, world: int, rendezvous: tuple[str, int], timeout_s: float) -> Any:
     import torch
 
@@ -194,6 +240,8 @@ def _join(rank: int, world: int, rendezvous: tuple[str, int], timeout_s: float) 
 @ray.remote(max_retries=0)
 def _warm_up(task: str, data_dir: str) -> None:
     """What a fresh worker process would otherwise pay in its first trial (~4 s here)."""
+    if light_trial(task) is not None:
+        return  # its module is imported: that is all a light trial needs
     import torch._dynamo  # noqa: F401  (torch's optimizers import it on first use)
 
     from spx.search import nas  # noqa: F401
@@ -284,7 +332,8 @@ def _await_all(refs: list[ray.ObjectRef]) -> list[dict[str, Any]]:
 
 def submit(job: TrialJob, inbox: Any, cpus: float, gpus: float, workers: int = 1) -> ray.ObjectRef:
     """One ObjectRef per trial: a single task, or the coordinator of a worker group."""
+    # Shallow: Ray serializes the config anyway (asdict's deep copy cost ~1 ms a trial).
+    job_fields = {f.name: getattr(job, f.name) for f in fields(job)}
     if workers > 1:
-        fields = asdict(job)
-        return run_group.remote(fields, inbox, workers, cpus, gpus)  # type: ignore[call-arg]
-    return run_trial.options(num_cpus=cpus, num_gpus=gpus).remote(asdict(job), inbox)
+        return run_group.remote(job_fields, inbox, workers, cpus, gpus)  # type: ignore[call-arg]
+    return run_trial.options(num_cpus=cpus, num_gpus=gpus).remote(job_fields, inbox)

@@ -1,25 +1,34 @@
 """The trial loop: keeps ``resources.concurrent`` trials in flight and records what they do.
 
-Two threads. The *slot* thread (``Scheduler.run``) turns the loop::
+Three threads. The *slot* thread (``Scheduler.run``) turns the loop::
 
-    obey stop requests -> fill free slots -> ask ahead -> wait for a trial -> drain -> finish
+    obey stop requests -> settle what trials sent and returned -> fill free slots
+    -> ask ahead -> wait for trials
 
-and does only what a free slot waits for: store writes and Ray calls, a few milliseconds
-a trial. Everything else, the MLflow runs and metrics, telling the strategy and asking it
-for the next trial, goes in order to one *bookkeeping* thread, which runs while the trials
-do; a remote MLflow server or a slow sampler never holds a slot free. Its errors surface in
-the slot thread, which fails the sweep as before (MLflow's own failures are only counted:
-see tracking.py).
+and does only what a free slot waits for: store writes and Ray calls. The *strategy*
+thread asks the strategy for trials and tells it results, in order; the *MLflow* thread
+(tracking.RunQueue) logs the trial runs. Neither ever holds a slot free: a remote MLflow
+server, a slow sampler or an MLflow backlog of thousands of short trials costs the slots
+nothing. Their errors surface in the slot thread, which fails the sweep (MLflow's own
+failures are only counted: see tracking.py).
+
+A turn handles every trial that is ready at once, and batches its writes across them: what
+the trials reported and returned goes to the store in one transaction, the trials that fill
+the freed slots in a second (after the strategy was told the results and asked for as many
+trials as slots came free, in one call), and each trial's MLflow work since the thread last
+looked goes out merged (one ``log_batch`` a run, see RunQueue). So the driver's cost per
+trial does not grow with the number of trials, or with the number that end together.
 
 The strategy is asked one trial *ahead*: the suggestion that fills the next free slot is
 asked while the slots are full. So a suggestion knows the results of all but the
 ``concurrent`` most recent trials (asked when a slot frees, it would know all but
 ``concurrent - 1``); `spx sweep replay` re-runs the stored configs either way.
 
-The store is written by the slot thread, first and synchronously (a trial's row is
-RUNNING before its task is submitted, COMPLETED with its metrics before its bookkeeping is
-queued), so a driver that dies with bookkeeping queued loses nothing the store promised;
-the MLflow side of it is what ``spx sweep sync`` backfills.
+The store is written by the slot thread first, and committed before anything acts on it (a
+trial's row is RUNNING before its task is submitted, COMPLETED with its metrics before its
+bookkeeping is handed to the other threads), so a driver that dies with bookkeeping queued
+loses nothing the store promised; the MLflow side of it is what ``spx sweep sync``
+backfills.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import math
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,9 +50,11 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from spx.errors import SpxError
 from spx.platform import lifecycle, paths
+from spx.platform.lineage import run_tags
 from spx.platform.runner import Inbox, TrialJob, read_journal, submit
 from spx.platform.spec import SweepSpec, trial_config
 from spx.platform.store import SweepRow, SweepStatus, TrialRow, TrialStatus
+from spx.platform.tracking import RunOpen, RunQueue
 from spx.search.base import EarlyStopper, Outcome, Strategy, Suggestion, Value
 
 if TYPE_CHECKING:
@@ -64,7 +76,6 @@ _CANCEL_GRACE_S = 30.0
 @dataclass
 class _Running:
     trial: TrialRow
-    run_id: str | None
     params: dict[str, Any]
     config: dict[str, Any]
     attempt: int
@@ -101,10 +112,19 @@ class Scheduler:
         self.stop_metric = target[0] if target else None
         self.running: dict[ray.ObjectRef, _Running] = {}
         self.by_number: dict[int, _Running] = {}
-        self.books = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spx-bookkeeping")
-        self.queued: list[Future[None]] = []
-        """Bookkeeping handed to the bookkeeping thread and not yet seen to have succeeded."""
-        self.ahead: Future[Suggestion | None] | None = None
+        self.trial_ids: dict[int, int] = {}
+        """Trial number -> store id, for the run ids the MLflow thread stores."""
+        self.starting: list[tuple[_Running, TrialJob]] = []
+        """Attempts whose rows this turn writes; their tasks go out once it has committed."""
+        self.ending: list[_Running] = []
+        """Trials this turn's open transaction ends (marked LOST if it fails)."""
+        self.books = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spx-strategy")
+        self.tells: list[Callable[[], None]] = []
+        """This turn's tells, handed to the strategy thread once the store has them."""
+        self.queued: deque[Future[None]] = deque()
+        """Tells handed to the strategy thread and not yet seen to have succeeded."""
+        self.mlflow = RunQueue(driver.tracker, self._store_run_ids)
+        self.ahead: Future[list[Suggestion]] | None = None
         """The suggestion that fills the next free slot, asked while the slots were full."""
         self.exhausted = False
         self.watch = lifecycle.Watch(driver.store, sweep)
@@ -121,42 +141,57 @@ class Scheduler:
 
     def _run(self, ctrl_c: _CtrlC) -> None:
         try:
+            done: list[ray.ObjectRef] = []
             while True:
                 ctrl_c.check()
                 self._obey()
+                self._settle(done)
                 self._fill()
+                self._launch()
+                self.mlflow.hand_over()
                 self._ask_ahead()
                 self._check_books()
                 if not self.running:
                     break
-                done, _ = ray.wait(list(self.running), num_returns=1, timeout=_POLL_S)
-                self._drain()
-                for ref in done:
-                    self._finish(ref)
+                done = self._wait()
             for future in self.queued:
-                future.result()  # the last trials' bookkeeping, and its errors
+                future.result()  # the last trials' tells, and their errors
             if self.ahead is not None:
                 self.ahead.result()
+            self.mlflow.close()  # the MLflow backlog, and its errors
         except BaseException as exc:
             self._abort(exc)
             raise
         finally:
             self.books.shutdown(wait=True)
 
-    def _later(self, call: Callable[[], None]) -> None:
-        """Queue bookkeeping on the bookkeeping thread (in order, after what is queued)."""
-        self.queued.append(self.books.submit(call))
+    def _wait(self) -> list[ray.ObjectRef]:
+        """The trials that have returned: at least one, unless ``_POLL_S`` passed first."""
+        done, rest = ray.wait(list(self.running), num_returns=1, timeout=_POLL_S)
+        if done and rest:  # every other one ready too: the turn handles them together
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+            done.extend(more)
+        return done
 
-    def _to_run(self, running: _Running, call: Callable[..., None], *args: Any) -> None:
-        """Queue ``call(run_id, *args)`` on the trial's MLflow run; the id is read when the
-        call runs, after the run was opened (bookkeeping runs in order)."""
-        self._later(lambda: call(running.run_id, *args))
+    def _hand_over(self) -> None:
+        """After a commit: the turn's tells to the strategy thread, its MLflow work to
+        the MLflow thread (bookkeeping runs in order, after what was handed before)."""
+        self.mlflow.hand_over()
+        if self.tells:
+            tells, self.tells = self.tells, []
+            self.queued.append(self.books.submit(_run_all, tells))
 
     def _check_books(self) -> None:
-        """Raise what the bookkeeping thread raised; forget what it finished."""
-        for future in [f for f in self.queued if f.done()]:
-            self.queued.remove(future)
-            future.result()
+        """Raise what the strategy or the MLflow thread raised; forget what is done."""
+        while self.queued and self.queued[0].done():
+            self.queued.popleft().result()
+        self.mlflow.check()
+
+    def _store_run_ids(self, run_ids: dict[int, str]) -> None:
+        """(MLflow thread) the ids of the runs it created, in one transaction."""
+        with self.d.store.batch():
+            for number, run_id in run_ids.items():
+                self.d.store.update_trial(self.trial_ids[number], mlflow_run_id=run_id)
 
     def _warm_stopper(self) -> None:
         """Resumed sweep: replay the finished trials' curves so the stopper compares with them."""
@@ -169,7 +204,8 @@ class Scheduler:
 
     def _obey(self) -> None:
         """Act on a stop request; a cancelled trial that never reports is killed in the end."""
-        request = self.watch.poll(r.trial.id for r in self.running.values())
+        with self.d.store.batch():  # the running trials' heartbeats: one statement
+            request = self.watch.poll(r.trial.id for r in self.running.values())
         if request is not None and not self.stopping:
             self.stopping = True
             log.warning("stop requested: no new trials start; running ones finish")
@@ -187,24 +223,42 @@ class Scheduler:
     # -- filling slots ---------------------------------------------------------------
 
     def _fill(self) -> None:
-        limit = self.d.spec.resources.concurrent
-        while not self.stopping and not self.exhausted and len(self.running) < limit:
-            # Only the bookkeeping thread touches the strategy: a suggestion not asked
-            # ahead is asked there too, after the tells queued before it.
-            ahead, self.ahead = self.ahead or self.books.submit(self._next), None
-            suggestion = ahead.result()
-            if suggestion is None:
+        """Start as many trials as slots are free: their rows in one transaction (their
+        tasks go out in ``_launch``, after it committed)."""
+        free = self.d.spec.resources.concurrent - len(self.running)
+        if self.stopping or self.exhausted or free <= 0:
+            return
+        suggestions = self._take(free)
+        if not suggestions:
+            return
+        if self._stop_requested_now():
+            self.ahead = _resolved(suggestions)  # not started: kept, as if asked ahead
+            return
+        with self.d.store.batch():
+            for suggestion in suggestions:
+                self._submit(suggestion)
+
+    def _take(self, wanted: int) -> list[Suggestion]:
+        """Up to ``wanted`` suggestions: the one asked ahead, the rest in one call on the
+        strategy thread (after the tells handed to it before); fewer when it is done."""
+        ahead, self.ahead = self.ahead, None
+        taken = ahead.result() if ahead is not None else []
+        if ahead is not None and not taken:
+            self.exhausted = True
+            return []
+        if len(taken) < wanted:
+            more = self.books.submit(self._next_many, wanted - len(taken)).result()
+            if len(more) < wanted - len(taken):
                 self.exhausted = True
-                return
-            if self._stop_requested_now():
-                self.ahead = ahead  # not started: kept, as a suggestion asked ahead is
-                return
-            self._submit(suggestion)
+            taken = taken + more
+        if len(taken) > wanted:  # more kept than slots came free: the rest waits
+            self.ahead = _resolved(taken[wanted:])
+        return taken[:wanted]
 
     def _stop_requested_now(self) -> bool:
-        """Read the sweep row itself before a trial starts (one query): ``Watch.poll`` reads
-        it at most every second, and the suggestion may have taken that long, so a stop
-        requested meanwhile would otherwise let one more trial start after it."""
+        """Read the sweep row itself before trials start (one query): ``Watch.poll`` reads
+        it at most every second, and the suggestions may have taken that long, so a stop
+        requested meanwhile would otherwise let more trials start after it."""
         if self.d.store.get_sweep(self.sweep.name).status in lifecycle.STOP_REQUESTS:
             if not self.stopping:
                 log.warning("stop requested: no new trials start; running ones finish")
@@ -213,7 +267,14 @@ class Scheduler:
 
     def _ask_ahead(self) -> None:
         if self.ahead is None and not self.exhausted and not self.stopping and self.running:
-            self.ahead = self.books.submit(self._next)
+            self.ahead = self.books.submit(self._next_many, 1)
+
+    def _next_many(self, wanted: int) -> list[Suggestion]:
+        """(Strategy thread) up to ``wanted`` suggestions; fewer: the strategy is done."""
+        out: list[Suggestion] = []
+        while len(out) < wanted and (suggestion := self._next()) is not None:
+            out.append(suggestion)
+        return out
 
     def _next(self) -> Suggestion | None:
         """The strategy's next suggestion that has not already run (None: it is done)."""
@@ -230,38 +291,26 @@ class Scheduler:
         cfg = trial_config(self.d.spec, suggestion.params)
         params = cfg.flat()
         trial = self.d.store.add_trial(self.sweep.id, suggestion.number, params)
-        running = _Running(
-            trial, trial.mlflow_run_id, suggestion.params, cfg.model_dump(), trial.attempt
-        )
-        if running.run_id is None:  # opened first: what _start queues logs to this run
-            text = cfg.model_dump_json
-            self._later(lambda: self._open_run(running, params, text(indent=2)))
+        number = trial.number
+        self.trial_ids[number] = trial.id
+        running = _Running(trial, suggestion.params, cfg.model_dump(), trial.attempt)
+        work = self.mlflow.work(number, trial.mlflow_run_id)
+        if trial.mlflow_run_id is None and self.exp is not None:
+            # The trial's run, a child of the sweep's; created first, whatever else the
+            # MLflow thread has for it. An earlier driver may have died between creating
+            # this run and storing its id: then it is found by its tags and reused.
+            reuse = None
+            if self.parent is not None and number in self.known:
+                reuse = {"mlflow.parentRunId": self.parent, "spx.trial": str(number)}
+            tags = {"spx.sweep": self.sweep.name, "spx.trial": str(number), **run_tags(params)}
+            work.open = RunOpen(self.exp, f"trial-{number}", self.parent, tags, reuse)
+            work.params.update(params)
+            work.texts.append((cfg.model_dump_json(indent=2), "trial_config.json"))
         self._start(running)
 
-    def _open_run(self, running: _Running, params: dict[str, Any], config_json: str) -> None:
-        """(Bookkeeping) the trial's MLflow run, a child of the sweep's; its id to the store."""
-        if self.exp is None:
-            return
-        number = running.trial.number
-        reuse = None
-        if self.parent is not None and number in self.known:
-            # An earlier driver may have died between creating this run and storing its id.
-            reuse = {"mlflow.parentRunId": self.parent, "spx.trial": str(number)}
-        run_id = self.d.tracker.start_run(
-            self.exp,
-            f"trial-{number}",
-            params,
-            parent=self.parent,
-            tags={"spx.sweep": self.sweep.name, "spx.trial": str(number)},
-            reuse=reuse,
-        )
-        if run_id is not None:
-            running.run_id = run_id
-            self.d.tracker.log_text(run_id, config_json, "trial_config.json")
-            self.d.store.update_trial(running.trial.id, mlflow_run_id=run_id)
-
     def _start(self, running: _Running) -> None:
-        """A new attempt of the trial: RUNNING in the store, then its task submitted."""
+        """A new attempt of the trial: RUNNING in the store; its task goes out (``_launch``)
+        once that is committed."""
         trial, before = running.trial, running.attempt
         running.attempt += 1
         trial_dir = paths.trial_folder(self.folder, trial.number)
@@ -274,19 +323,26 @@ class Scheduler:
         )
         if before:  # a resumed or retried trial: store what no driver stored, reopen its run
             self._replay(running, trial_dir)
-            self._to_run(running, self.d.tracker.reopen)
-        r = self.d.spec.resources
+            self.mlflow.work(trial.number).reopen = True
         job = TrialJob(
             number=trial.number,
             attempt=running.attempt,
             config=running.config,
             trial_dir=str(trial_dir),
             data_dir=str(self.d.settings.home / "data"),
-            threads=max(1, int(r.cpus_per_worker)),
+            threads=max(1, int(self.d.spec.resources.cpus_per_worker)),
         )
-        ref = submit(job, self.inbox, r.cpus_per_worker, r.gpus_per_worker, r.workers_per_trial)
-        self.running[ref] = running
-        self.by_number[trial.number] = running
+        self.starting.append((running, job))
+
+    def _launch(self) -> None:
+        """Submit the tasks of the attempts whose RUNNING rows are committed."""
+        r = self.d.spec.resources
+        while self.starting:
+            running, job = self.starting[0]
+            ref = submit(job, self.inbox, r.cpus_per_worker, r.gpus_per_worker, r.workers_per_trial)
+            self.starting.pop(0)
+            self.running[ref] = running
+            self.by_number[running.trial.number] = running
 
     def _replay(self, running: _Running, trial_dir: Path) -> None:
         """Store what an earlier attempt reported but no driver stored (from its journal)."""
@@ -296,14 +352,30 @@ class Scheduler:
             if step not in stored:
                 rows = [(step, name, float(value)) for name, value in metrics.items()]
                 store.upsert_metrics(trial.id, rows)
-                self._to_run(running, self.d.tracker.log_metrics, rows)
+                self.mlflow.metrics(trial.number, rows)
                 stored.add(step)
         running.logged_step = max(stored, default=running.logged_step)
 
     # -- what trials send and return --------------------------------------------------
 
-    def _drain(self) -> None:
-        for event in ray.get(self.inbox.take.remote()):
+    def _settle(self, done: list[ray.ObjectRef]) -> None:
+        """What the trials sent since the last turn and the ``done`` ones returned: stored in
+        one transaction, then handed to the other threads; retried attempts go out."""
+        events = ray.get(self.inbox.take.remote())
+        if not events and not done:
+            return
+        with self.d.store.batch():
+            self._drain(events)
+            for ref in done:
+                self._finish(ref)
+        self.ending.clear()
+        self._launch()
+        self._hand_over()
+
+    def _drain(self, events: list[dict[str, Any]] | None = None) -> None:
+        if events is None:
+            events = ray.get(self.inbox.take.remote())
+        for event in events:
             running = self.by_number.get(event["number"])
             if running is None:
                 continue
@@ -316,7 +388,7 @@ class Scheduler:
                 self._record(running, event["step"], event["metrics"])
             elif event["kind"] == "table":
                 name = f"{event['name']}.json"
-                self._to_run(running, self.d.tracker.log_table, event["table"], name)
+                self.mlflow.work(running.trial.number).tables.append((event["table"], name))
 
     def _record(self, running: _Running, step: int, metrics: dict[str, float]) -> None:
         rows = [(step, name, float(value)) for name, value in metrics.items()]
@@ -324,7 +396,7 @@ class Scheduler:
         self.d.store.update_trial(running.trial.id, step=step, heartbeat=True)
         if step > running.logged_step:
             running.logged_step = step
-            self._to_run(running, self.d.tracker.log_metrics, rows)
+            self.mlflow.metrics(running.trial.number, rows)
         self.d.display.reported(running.trial.number, step, metrics)
         value = metrics.get(self.stop_metric) if self.stop_metric else None
         if self.stopper is None or value is None:
@@ -334,6 +406,7 @@ class Scheduler:
 
     def _finish(self, ref: ray.ObjectRef) -> None:
         running = self.running.pop(ref)
+        self.ending.append(running)
         number = running.trial.number
         self.by_number.pop(number, None)
         try:
@@ -385,23 +458,21 @@ class Scheduler:
         tags: dict[str, str],
         value: Value | None,
     ) -> None:
-        """A stored end: the stopper hears now; the MLflow run and the strategy in order."""
+        """A stored end: the stopper hears now; the MLflow run and the strategy once the
+        turn has committed."""
         number, outcome = running.trial.number, Outcome(str(status))
         if self.stopper is not None:
             self.stopper.finish(number, outcome)
-
-        def bookkeeping() -> None:
-            if tags:
-                self.d.tracker.set_tags(running.run_id, tags)
-            self.d.tracker.end_run(running.run_id, run_status)
-            self.strategy.tell(number, value, outcome)
-
-        self._later(bookkeeping)
+        work = self.mlflow.work(number)
+        work.tags.update(tags)
+        work.end = run_status
+        self.tells.append(lambda: self.strategy.tell(number, value, outcome))
 
     def _retry(self, running: _Running, error: str) -> None:
         """The worker died: mark the attempt LOST and run it again from its checkpoint."""
         self.d.store.update_trial(running.trial.id, status=TrialStatus.LOST, error=error)
         self.d.display.finished(running.trial.number, "LOST", None, f"{error}; retrying")
+        self.ending.remove(running)  # it runs on
         self._start(running)
 
     def _abort(self, cause: BaseException) -> None:
@@ -410,24 +481,37 @@ class Scheduler:
         error = "interrupted: the sweep was stopped"
         if not isinstance(cause, KeyboardInterrupt):
             error = f"the driver failed: {type(cause).__name__}: {cause}"[:5000]
+        # What the failed turn asked of MLflow and the strategy rests on writes that may
+        # not have been committed: dropped. Its trials are settled below with the rest.
+        self.mlflow.discard()
+        self.tells.clear()
         try:
             self._drain()
         except Exception:  # the inbox may be gone with Ray; what was stored stays stored
             log.debug("could not drain the inbox while aborting", exc_info=True)
-        for ref, running in list(self.running.items()):
+        for ref in self.running:
             ray.cancel(ref, force=True)
+        stranded = [*self.running.values(), *self.ending, *(r for r, _ in self.starting)]
+        for running in stranded:
             try:  # LOST, not FAILED: `spx sweep resume` continues it from its checkpoint.
                 self.d.store.update_trial(running.trial.id, status=TrialStatus.LOST, error=error)
             except SpxError:  # the store may be what failed (a full disk): cancel the rest
                 log.debug("could not mark trial %d LOST", running.trial.number, exc_info=True)
-            self._to_run(running, self.d.tracker.end_run, "KILLED")
+            self.mlflow.work(running.trial.number).end = "KILLED"
         self.running.clear()
+        self.ending.clear()
+        self.starting.clear()
         # Best effort: the store already holds everything this would tell MLflow.
+        self.mlflow.hand_over()
         for future in self.queued:
             try:
                 future.result()
             except Exception:
                 log.debug("bookkeeping failed while aborting", exc_info=True)
+        try:
+            self.mlflow.close()
+        except Exception:
+            log.debug("MLflow bookkeeping failed while aborting", exc_info=True)
 
 
 class _CtrlC:
@@ -480,6 +564,17 @@ def metric_value(metrics: dict[str, Any] | None, metric: str) -> float | None:
     if value is None or not isinstance(value, int | float) or not math.isfinite(value):
         return None
     return float(value)
+
+
+def _run_all(calls: list[Callable[[], None]]) -> None:
+    for call in calls:
+        call()
+
+
+def _resolved(value: Any) -> Future[Any]:
+    future: Future[Any] = Future()
+    future.set_result(value)
+    return future
 
 
 def _this_node() -> NodeAffinitySchedulingStrategy:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from spx.platform.lineage import RESOLVED
 from spx.platform.spec import SweepSpec
 from spx.workers.config import TrialConfig, known_keys
 
@@ -12,7 +13,8 @@ def sweep_schema() -> dict[str, Any]:
     """SweepSpec's schema, with ``fixed`` keys limited to trial keys (a ``parameters`` name
     may also be a key prefix or a variant, whose mapping values set several keys)."""
     schema = SweepSpec.model_json_schema()
-    keys = {"enum": known_keys()}
+    # spx sets the resolved init.* keys itself; init.from takes a mapping or a folder.
+    keys = {"enum": [k for k in known_keys() if k not in RESOLVED] + ["init.from"]}
     props = schema["properties"]
     props["fixed"]["propertyNames"] = keys
     schema["$defs"]["TrialConfig"] = TrialConfig.model_json_schema()

@@ -111,6 +111,8 @@ def parse_spec(text: str, name: str | None = None, folder: Path | None = None) -
         raise ConfigError("a sweep file must be a YAML mapping of keys", field="file", value=data)
     if name is not None:
         data["name"] = name
+    if isinstance(data.get("fixed"), dict):
+        data["fixed"] = _source_folder(data["fixed"])
     if folder is not None and str(folder) not in sys.path:
         # Appended, not prepended: a file beside the sweep never shadows a library module.
         sys.path.append(str(folder))
@@ -120,16 +122,69 @@ def parse_spec(text: str, name: str | None = None, folder: Path | None = None) -
         raise _schema_error(exc) from None
     if folder is not None:
         spec._import_path = (str(folder),)
+    _check_init_keys(spec)
     _check_axes(spec)
     _check_search(spec)
     _check_conditions(spec)
     _check_replicates(spec)
     _check_grid(spec)
     configs = resolve_trials(spec)
+    _check_init(spec, configs)
     _check_reported(spec, configs)
     _check_grace(spec, configs)
     _check_comm(spec)
     return spec
+
+
+def _source_folder(fixed: dict[str, Any]) -> dict[str, Any]:
+    """``init.from: FOLDER`` is ``init.from.path: FOLDER`` (a sweep's trial is a mapping)."""
+    out: dict[str, Any] = {}
+    for key, value in fixed.items():
+        if key == "init.from" and isinstance(value, str):
+            out["init.from.path"] = value
+        elif key == "init" and isinstance(value, dict) and isinstance(value.get("from"), str):
+            out[key] = {**value, "from": {"path": value["from"]}}
+        else:
+            out[key] = value
+    return out
+
+
+def _check_init_keys(spec: SweepSpec) -> None:
+    """``init.from`` is one source per sweep, under ``fixed``; spx sets the other
+    ``init.*`` keys itself when it resolves it against the store (lineage.py)."""
+    for key, axis in spec.parameters.items():
+        for value in axis.values if isinstance(axis, Values) else [None]:
+            if any(k.startswith("init.") for k in expand_keys({key: value})):
+                raise ConfigError(
+                    "a sweep starts from one source: give init.from under fixed "
+                    "(one sweep per source)",
+                    field=f"parameters.{key}",
+                )
+    for key in expand_keys(dict(spec.fixed)):
+        if key.startswith("init.") and not key.startswith("init.from."):
+            raise ConfigError(
+                "spx sets this key when it resolves init.from; give init.from only",
+                field=f"fixed.{key}",
+            )
+
+
+def _check_init(spec: SweepSpec, configs: list[TrialConfig]) -> None:
+    """What ``init.from`` cannot start: a model from model.path, an architecture search."""
+    cfg = configs[0]
+    if cfg.init.source.given and any(c.model.path is not None for c in configs):
+        raise ConfigError(
+            "this trial's model is loaded from model.path (a transformers model folder for "
+            "task hf-causal-lm); give that folder as model.path, not init.from",
+            field="fixed.init.from",
+            value=cfg.init.source.echo(),
+        )
+    if cfg.init.source.given and any(c.nas.method != "none" for c in configs):
+        raise ConfigError(
+            "init.from starts the task's model from trained weights; an architecture "
+            "search (nas.method) builds a network of its own",
+            field="fixed.init.from",
+            value=cfg.init.source.echo(),
+        )
 
 
 def _check_grace(spec: SweepSpec, configs: list[TrialConfig]) -> None:

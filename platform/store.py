@@ -21,6 +21,7 @@ sweep driver is the single writer; the read side uses the query methods, or
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.util import CommandError
-from sqlalchemy import Engine, create_engine, event, func, select, text, update
+from sqlalchemy import Engine, bindparam, create_engine, event, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -78,6 +79,7 @@ class Store:
         self.engine = engine  # public for read-only queries, e.g. pandas.read_sql
         # On SQLite, writes open with BEGIN IMMEDIATE (see _sqlite_begin).
         self._writer = engine.execution_options(spx_write=True)
+        self._local = threading.local()  # this thread's batch(), if any
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -224,12 +226,15 @@ class Store:
                 **promote(params),
             )
             .on_conflict_do_nothing(index_elements=["sweep_id", "number"])
+            .returning(Trial)
         )
         with self._write() as s:
             try:
-                s.execute(stmt)
+                added = s.scalars(stmt).one_or_none()
             except IntegrityError as exc:
                 raise NotFoundError(f"no sweep with id {sweep_id} in the store") from exc
+            if added is not None:
+                return TrialRow.of(added)
             where = (Trial.sweep_id == sweep_id) & (Trial.number == number)
             return TrialRow.of(s.scalars(select(Trial).where(where)).one())
 
@@ -300,6 +305,10 @@ class Store:
         ]
         if not items:
             return 0
+        pending = self._pending()
+        if pending is not None:  # written with the batch's other metric rows
+            pending.metrics.update(((trial_id, st, n), v) for (st, n), v in latest.items())
+            return len(items)
         with self._write() as s:
             try:
                 for start in range(0, len(items), CHUNK):
@@ -342,7 +351,75 @@ class Store:
             yield session
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Every write this thread makes inside the block goes into one transaction,
+        committed when the block ends (and none of it when the block raises). Reads still
+        see only what is committed; a nested ``batch`` joins the outer one.
+
+        The driver writes each turn of its trial loop this way: the rows of all the trials
+        that turn started or finished in one commit, whatever their number.
+
+        >>> store = Store.open("sqlite:///:memory:")
+        >>> sweep = store.create_sweep("b", task="t", method="grid", spec_text="", spec_hash="h")
+        >>> with store.batch():
+        ...     rows = [store.add_trial(sweep.id, n, {}) for n in range(3)]
+        ...     store.update_trial(rows[0].id, status=TrialStatus.RUNNING)
+        >>> [t.status.value for t in store.trials(sweep.id)]
+        ['RUNNING', 'PENDING', 'PENDING']
+        """
+        if self._pending() is not None:
+            yield
+            return
+        with self._session(self._writer) as session:
+            self._local.batch = _Pending(session)
+            try:
+                yield
+                self._flush(self._local.batch)
+            finally:
+                self._local.batch = None
+
+    def _pending(self) -> _Pending | None:
+        return getattr(self._local, "batch", None)
+
+    def _flush(self, pending: _Pending) -> None:
+        """A batch's deferred writes, a few statements whatever their number: the metric
+        rows of every trial in multi-row upserts, the row updates merged per row and sent
+        as one executemany per set of columns."""
+        s = pending.session
+        items = [
+            {"trial_id": trial_id, "step": step, "name": name, "value": value}
+            for (trial_id, step, name), value in sorted(pending.metrics.items())
+        ]
+        try:
+            for start in range(0, len(items), CHUNK):
+                s.execute(self._upsert(items[start : start + CHUNK]))
+        except IntegrityError as exc:
+            ids = sorted({trial_id for trial_id, _, _ in pending.metrics})
+            raise NotFoundError(f"one of the trials {ids} is not in the store") from exc
+        groups: dict[tuple[Any, tuple[str, ...]], list[dict[str, Any]]] = {}
+        for (model, row_id), values in sorted(pending.updates.items(), key=_by_row):
+            keys = tuple(sorted(values))
+            groups.setdefault((model, keys), []).append(
+                {"row_id": row_id, **{f"v_{k}": v for k, v in values.items()}}
+            )
+        for (model, keys), rows in groups.items():
+            columns = model.__table__.c
+            stmt = (
+                update(model)
+                .where(model.id == bindparam("row_id"))
+                .values({k: bindparam(f"v_{k}", type_=columns[k].type) for k in keys})
+            )
+            result = s.connection().execute(stmt, rows)
+            if result.rowcount != len(rows):
+                ids = [row["row_id"] for row in rows]
+                raise NotFoundError(f"one of the {model.__tablename__} {ids} is not in the store")
+
+    @contextmanager
     def _write(self) -> Iterator[Session]:
+        pending = self._pending()
+        if pending is not None:  # inside batch(): its transaction commits
+            yield pending.session
+            return
         with self._session(self._writer) as session:
             yield session
 
@@ -369,6 +446,10 @@ class Store:
 
     def _update(self, model: type[Sweep] | type[Trial], row_id: int, values: dict) -> None:
         if not values:
+            return
+        pending = self._pending()
+        if pending is not None:  # merged with the row's other updates in the batch
+            pending.updates.setdefault((model, row_id), {}).update(values)
             return
         stmt = update(model).where(model.id == row_id).values(**values)
         with self._write() as s:
@@ -443,6 +524,22 @@ def _open_error(url: str, exc: BaseException) -> StoreError:
     return StoreError(
         f"cannot open the results store at {mask_url(url)}: {type(exc).__name__}: {detail}"
     )
+
+
+class _Pending:
+    """What a ``Store.batch`` defers to its end: metric rows by (trial, step, name), and
+    row updates by (model, id), each merged as it comes (the last value of a key wins)."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        self.metrics: dict[tuple[int, int, str], float] = {}
+        self.updates: dict[tuple[Any, int], dict[str, Any]] = {}
+
+
+def _by_row(entry: tuple[tuple[Any, int], dict[str, Any]]) -> tuple[str, int]:
+    # Rows in one order (table, id) in every writer: concurrent batches cannot deadlock.
+    (model, row_id), _ = entry
+    return model.__tablename__, row_id
 
 
 _ENDED_WELL = frozenset({TrialStatus.COMPLETED.value, TrialStatus.PRUNED.value})

@@ -80,7 +80,7 @@ def validate(
     from spx.platform.limits import precheck
 
     precheck(file)  # a hostile file's size, YAML or grid fails here, before torch loads
-    from spx.platform import cluster, sizing
+    from spx.platform import cluster, lineage, sizing
     from spx.platform.spec import load_spec, resolve_trials
 
     spec, _ = load_spec(file, name)
@@ -88,12 +88,15 @@ def validate(
     r = spec.resources
     cluster.check_capacity(r.cpus_per_worker, r.gpus_per_worker, r.workers_per_trial, nodes, where)
     configs = resolve_trials(spec)
+    source = lineage.validate(spec, _settings())  # init.from, against the store
     memory = sizing.local_memory()
     needs = sizing.check_fits(spec, configs, memory, sizing.LOCAL, force)
     note = " (grid: `trials` is ignored)" if spec.method == "grid" and spec.trials else ""
     out.print(f"[green]ok[/]: {spec.name}: {len(configs)} trials, method {spec.method}{note}")
     cpus, gpus = (sum(n.get(k, 0.0) for n in nodes) for k in ("CPU", "GPU"))
     out.print(f"  capacity: a trial fits on {where} ({cpus:g} CPUs, {gpus:g} GPUs)")
+    if source is not None:
+        out.print(f"  init.from: {source.describe()}", markup=False, highlight=False)
     if needs is not None:
         out.print(
             f"  memory: the largest trial's tensors take about {sizing.human_bytes(needs)} "
@@ -342,7 +345,9 @@ def show(
         bool, typer.Option("--pareto", help="only the completed trials on the Pareto front")
     ] = False,
 ) -> None:
-    """A sweep and every trial: number, status, params, final metrics."""
+    """A sweep and every trial: number, status, params, final metrics; where its trials'
+    weights started from (init.from), above the table."""
+    from spx.platform import lineage
     from spx.platform.views import seed_groups, sweep_dict, to_json, trial_dict
 
     db = _open_store(store)
@@ -354,8 +359,11 @@ def show(
         metrics = [*objectives, *(m for m in metrics if m not in objectives)]
     varied = _varied(trials)
     groups = [] if pareto else seed_groups(trials, varied, metrics[:2])
+    starts = lineage.lineages(trials)
     if as_json:
         data = {"sweep": sweep_dict(sweep, trials), "trials": [trial_dict(t) for t in trials]}
+        if starts:
+            data["lineage"] = starts
         if groups:
             data["over_seeds"] = groups
         write_text(to_json(data))
@@ -365,6 +373,11 @@ def show(
         m = t.metrics or {}
         cells = [m[k] if isinstance(m.get(k), int | float) else None for k in metrics]
         rows.append([t.number, str(t.status), *(t.params.get(k) for k in varied), *cells])
+    for line in map(lineage.describe, starts):  # a pipe carries the table alone
+        if is_terminal(out):
+            out.print(line, markup=False, highlight=False)
+        else:
+            typer.echo(line, err=True)
     print_table(out, ["trial", "status", *varied, *metrics], rows)
     if groups and not is_terminal(out):  # a pipe carries one table
         typer.echo("note: the means over seeds are in --json (over_seeds)", err=True)

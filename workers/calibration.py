@@ -44,17 +44,20 @@ def linear_layers(module: nn.Module, prefix: str = "") -> dict[str, nn.Module]:
     return {f"{lead}{name}": m for name, m in module.named_modules() if is_linear(m)}
 
 
-def blocks_of(model: nn.Module) -> tuple[str, list[nn.Module]]:
-    """The model's repeated blocks: the longest ``nn.ModuleList`` holding linear layers
-    (``blocks`` in code-gpt, ``model.layers`` in LLaMA, ``transformer.h`` in GPT-2)."""
+def blocks_of(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """What is calibrated together, in order: the model's repeated blocks (the longest
+    ``nn.ModuleList`` holding linear layers: ``blocks`` in code-gpt, ``model.layers`` in
+    LLaMA, ``transformer.h`` in GPT-2), or, in a model without one (an MLP), each linear
+    layer on its own."""
     best: tuple[str, list[nn.Module]] = ("", [])
     for name, m in model.named_modules():
         longer = isinstance(m, nn.ModuleList) and len(m) > len(best[1])
         if longer and any(linear_layers(child) for child in m):
             best = (name, list(m))
-    if not best[1]:
-        raise ValueError(f"{type(model).__name__} has no list of blocks with linear layers")
-    return best
+    prefix, blocks = best
+    if blocks:
+        return [(f"{prefix}.{i}" if prefix else str(i), b) for i, b in enumerate(blocks)]
+    return list(linear_layers(model).items())
 
 
 @dataclass
@@ -164,11 +167,10 @@ def prune_in_order(
     head, when asked) on the fully pruned trunk. ``prune(layers, stats)`` edits the layers
     in place. Returns the names of the layers pruned; raises when there are none."""
     run = feeder(model, batches)
-    prefix, blocks = blocks_of(model)
     done: list[str] = []
     model.eval()
-    for i, block in enumerate(blocks):
-        layers = linear_layers(block, f"{prefix}.{i}" if prefix else str(i))
+    for prefix, block in blocks_of(model):
+        layers = {prefix: block} if is_linear(block) else linear_layers(block, prefix)
         if not layers:
             continue
         prune(layers, collect(layers, run, hessian, stop_after=block))

@@ -3,7 +3,9 @@
 A sweep file speaks in dotted keys (``train.lr``, ``prune.schedule.start``); a trial sees
 only :class:`TrialConfig`. ``TrialConfig.from_flat`` is the single place where dotted keys
 become the tree, and where an unknown key becomes a :class:`~spx.errors.ConfigError` with a
-did-you-mean.
+did-you-mean. ``prune.*`` holds the keys every method shares plus each registered method's
+own knobs (``methods.py``): the registry is read when a config is built, so a method
+registered later brings its knobs along.
 
 >>> cfg = TrialConfig.from_flat("digits-mlp", {"train.steps": 50, "prune.sparsity": 0.5})
 >>> cfg.train.steps, cfg.prune.sparsity, cfg.prune.schedule.kind
@@ -14,10 +16,10 @@ from __future__ import annotations
 
 import difflib
 import functools
+import importlib.util
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     ValidationError,
@@ -26,22 +28,11 @@ from pydantic import (
 )
 
 from spx.errors import ConfigError
-from spx.kernels.nm import parse_nm
-
-
-class FieldError(ValueError):
-    """A cross-field check's failure that names the offending key (relative to its model)."""
-
-    def __init__(self, message: str, field: str, value: Any = ...):
-        super().__init__(message)
-        self.field, self.value = field, value
-
-
-class _Node(BaseModel):
-    # strict: a boolean or a text is no number (YAML's `true` would train 1 step), a number
-    # is no text; an int is still a valid float.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
+from spx.workers.knobs import FieldError, MethodKnobs, PruneSettings
+from spx.workers.knobs import Node as _Node
+from spx.workers.knobs import ScheduleConfig as ScheduleConfig  # a section of TrialConfig
+from spx.workers.methods import METHODS, method_class
+from spx.workers.warmstart import InitConfig
 
 _TYPE_NAMES = {
     "int_type": "a whole number",
@@ -81,7 +72,12 @@ class ModelConfig(_Node):
 
 
 class TrainConfig(_Node):
-    steps: int = Field(300, ge=1, le=10_000_000)
+    steps: int = Field(
+        300,
+        ge=0,
+        le=10_000_000,
+        description="0: no training (post-training pruning without fine-tune, or none)",
+    )
     batch_size: int = Field(64, ge=1, le=1_000_000)
     lr: float = Field(3e-3, gt=0, le=10)
     lr_schedule: Literal["constant", "cosine"] = Field(
@@ -107,103 +103,84 @@ class TrainConfig(_Node):
         raise ValueError('must be "auto" or a whole number of steps >= 0')
 
 
-class ScheduleConfig(_Node):
-    kind: Literal["cubic", "one-shot", "constant"] = "cubic"
-    start: float = Field(0.0, ge=0, le=1, description="fraction of train.steps")
-    end: float = Field(0.75, ge=0, le=1, description="fraction of train.steps")
-    every: int = Field(10, ge=1, description="steps between mask updates")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> ScheduleConfig:
-        if self.start > self.end:
-            raise ValueError(f"start must not exceed end (got start={self.start}, end={self.end})")
-        return self
+def _knob_models() -> list[type[MethodKnobs]]:
+    """Each registered method's knobs model once (rigl and set share one), in order."""
+    models: list[type[MethodKnobs]] = []
+    for cls in METHODS.values():
+        if cls.Knobs not in models:
+            models.append(cls.Knobs)
+    return models
 
 
-class PruneConfig(_Node):
-    method: str = "none"
-    sparsity: float = Field(0.0, ge=0, lt=1, description="target fraction of zeros")
-    schedule: ScheduleConfig = ScheduleConfig()
-    embeddings: bool = Field(False, description="also prune embedding tables")
-    distribution: Literal["uniform", "er", "erk"] = Field(
-        "uniform", description="layer densities: magnitude, random, rigl, set, channel"
-    )
-    min_layer_fraction: float = Field(
-        0.0005, ge=0, lt=1, description="global methods: least share of all weights a layer keeps"
-    )
-    rounds: int = Field(0, ge=0, le=100, description="lottery: 0 means as many as needed")
-    rewind_step: int = Field(0, ge=0, description="lottery: the step k rounds rewind to")
-    rate: float = Field(0.2, gt=0, lt=1, description="lottery: share of remaining pruned a round")
-    nm: str = Field("2:4", description="nm: keep N of every M weights along the input dim")
-    srste_decay: float = Field(2e-4, ge=0, le=1, description="nm: SR-STE decay on pruned weights")
-    update_every: int = Field(100, ge=1, description="rigl/set: steps between mask updates")
-    drop_fraction: float = Field(0.3, ge=0, le=1, description="rigl/set: initial drop fraction")
-    update_end: float = Field(0.75, ge=0, le=1, description="rigl/set: last update, of train.steps")
-    mask_seed: int | None = Field(
-        None, ge=0, le=2**63 - 1, description="nodes: node-mask seed; unset: from train.seed"
-    )
-    oto_lambda: float | None = Field(
-        None, gt=0, le=100, description="oto: group-lasso λ; unset: 1e-2 (adamw), 1e-3 (sgd)"
-    )
-    oto_start: float = Field(
-        0.1, ge=0, lt=1, description="oto: G_p partition and penalty start, of train.steps"
-    )
-    oto_project: float = Field(
-        0.2, ge=0, lt=1, description="oto: half-space projection start, of train.steps"
-    )
-    oto_end: float = Field(
-        0.75, gt=0, le=1, description="oto: target enforced by then (least-norm), of train.steps"
-    )
-    oto_epsilon: float = Field(
-        0.0, ge=0, lt=1, description="oto: half-space ε: zero g if <x̂_g, x_g> < ε·|x_g|²"
-    )
+def _prune_schema(schema: dict[str, Any]) -> None:
+    """``prune`` in the JSON Schema: each registered method with its own knobs under it,
+    and every knob as a key, described with the methods that read it."""
+    props = schema["properties"]
+    lines = []
+    for name in sorted(METHODS):
+        cls = METHODS[name]
+        knobs = ", ".join(f"prune.{k}" for k in cls.Knobs.model_fields)
+        line = f"{name}: {cls.summary()} [{cls.traits()}]"
+        lines.append(line + (f" knobs: {knobs}" if knobs else ""))
+    props["method"]["enum"] = sorted(METHODS)
+    props["method"]["description"] = "The sparsity method.\n" + "\n".join(lines)
+    for model in _knob_models():
+        owners = "/".join(n for n, c in METHODS.items() if c.Knobs is model)
+        own = model.model_json_schema()
+        for key, field in own["properties"].items():
+            field = _inline(field, own.get("$defs", {}))  # a knob may be a section of its own
+            props[key] = {**field, "description": f"{owners}: {field.get('description', '')}"}
+    schema["additionalProperties"] = False
+
+
+def _inline(schema: Any, defs: dict[str, Any]) -> Any:
+    """``schema`` with every ``$ref`` into ``defs`` replaced by what it names."""
+    if isinstance(schema, list):
+        return [_inline(item, defs) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if "$ref" in schema:
+        named = defs[schema["$ref"].rsplit("/", 1)[-1]]
+        return _inline({**named, **{k: v for k, v in schema.items() if k != "$ref"}}, defs)
+    return {k: _inline(v, defs) for k, v in schema.items()}
+
+
+class PruneConfig(PruneSettings):
+    """``prune.*``: the keys every method shares, and each registered method's own knobs
+    flat beside them (``prune.rounds``), every one at its value or default."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra=_prune_schema)
 
     @field_validator("method")
     @classmethod
     def _known_method(cls, method: str) -> str:
-        from spx.workers.methods import METHODS  # late: methods import this module's types
-
         if method not in METHODS:
             raise ValueError(f"unknown prune.method; choose one of {sorted(METHODS)}")
         return method
 
-    @field_validator("nm")
+    @model_validator(mode="before")
     @classmethod
-    def _parses(cls, nm: str) -> str:
-        try:
-            parse_nm(nm)
-        except ConfigError as exc:
-            raise ValueError(exc.reason) from None
-        return nm
-
-    @model_validator(mode="after")
-    def _consistent(self) -> PruneConfig:
-        if self.method == "nm":
-            n, m = parse_nm(self.nm)
-            if self.sparsity not in (0.0, 1 - n / m):
-                raise FieldError(
-                    f"nm sets its own sparsity (1 - N/M = {1 - n / m:g} for {self.nm}); "
-                    "leave prune.sparsity at 0",
-                    "sparsity",
-                    self.sparsity,
+    def _knobs(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        shared = {k: v for k, v in data.items() if k in PruneSettings.model_fields}
+        given = {k: v for k, v in data.items() if k not in shared}
+        knobs: dict[str, Any] = {}
+        for model in _knob_models():
+            try:
+                own = model.model_validate(
+                    {k: v for k, v in given.items() if k in model.model_fields}
                 )
-        if self.method == "oto" and not self.oto_start <= self.oto_project <= self.oto_end:
-            raise FieldError(
-                f"oto needs prune.oto_start <= prune.oto_project <= prune.oto_end (got "
-                f"{self.oto_start:g}, {self.oto_project:g}, {self.oto_end:g})",
-                "oto_project",
-                self.oto_project,
-            )
-        if self.method == "lottery" and self.rounds > 1 and self.sparsity > 0:
-            reached = 1 - (1 - self.rate) ** (self.rounds - 1)
-            if reached >= self.sparsity:
-                raise FieldError(
-                    f"{self.rounds} rounds at prune.rate {self.rate:g} pass prune.sparsity "
-                    f"{self.sparsity:g} before the last round; lower prune.rounds or set it to 0",
-                    "rounds",
-                    self.rounds,
-                )
-        return self
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                msg = type_reason(err) or err["msg"].removeprefix("Value error, ")
+                key = ".".join(str(p) for p in err["loc"]) or "method"
+                raise FieldError(msg, key, err.get("input", ...)) from None
+            knobs.update(own.model_dump())
+        unknown = sorted(given.keys() - knobs.keys())
+        if unknown:
+            raise FieldError("unknown prune.* key", unknown[0], given[unknown[0]])
+        return {**shared, **knobs}
 
 
 class CommConfig(_Node):
@@ -324,28 +301,29 @@ class TrialConfig(_Node):
     engine: Literal["torch", "deepspeed"] = "torch"
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
-    prune: PruneConfig = PruneConfig()
+    prune: PruneConfig = Field(default_factory=PruneConfig)  # the knobs registered by then
     comm: CommConfig = CommConfig()
     deepspeed: DeepSpeedConfig = DeepSpeedConfig()
     nas: NasConfig = NasConfig()
+    init: InitConfig = InitConfig()  # init.from: trained weights to start from
 
     @model_validator(mode="after")
-    def _rewind_in_range(self) -> TrialConfig:
-        p = self.prune
-        if p.method == "lottery" and p.rewind_step >= self.train.steps:
+    def _method_fits(self) -> TrialConfig:
+        method = method_class(self.prune.method)
+        if self.train.steps == 0 and method.prunes and not method.calibrates:
             raise FieldError(
-                f"prune.rewind_step must come before the end of training "
-                f"(train.steps = {self.train.steps})",
-                "prune.rewind_step",
-                p.rewind_step,
+                f"must be >= 1 for prune.method {method.name}, which prunes while it trains "
+                "(0 steps: a post-training method without fine-tune, or none to evaluate "
+                "the starting weights)",
+                "train.steps",
+                0,
             )
+        method.check(self)  # its cross-field rules (FieldError)
         return self
 
     @model_validator(mode="after")
     def _engine_fits(self) -> TrialConfig:
-        from spx.workers.engine import check  # late: the engine imports this module's types
-
-        check(self)
+        check_engine(self)
         return self
 
     @classmethod
@@ -363,6 +341,43 @@ class TrialConfig(_Node):
     def flat(self) -> dict[str, Any]:
         """The config as dotted keys, for MLflow params and SQL columns."""
         return flatten(self.model_dump(exclude={"task"}))
+
+
+def deepspeed_installed() -> bool:
+    """Whether deepspeed (the ``deepspeed`` extra) is there, without importing it (slow)."""
+    return importlib.util.find_spec("deepspeed") is not None
+
+
+def check_engine(cfg: TrialConfig) -> None:
+    """Raise FieldError for an engine setting the trial cannot run (engine.py says why)."""
+    ds = cfg.deepspeed
+    if cfg.engine == "torch":
+        if ds.zero_stage:
+            raise FieldError(
+                "deepspeed.* keys need engine: deepspeed", "deepspeed.zero_stage", ds.zero_stage
+            )
+        return
+    if not deepspeed_installed():
+        raise FieldError(
+            "engine deepspeed needs DeepSpeed installed (pip install 'spx[deepspeed]')",
+            "engine",
+            cfg.engine,
+        )
+    if cfg.comm.strategy != "ddp":
+        raise FieldError(
+            f"engine deepspeed averages gradients every step, so it runs comm.strategy ddp "
+            f"only, not {cfg.comm.strategy}",
+            "engine",
+            cfg.engine,
+        )
+    method = method_class(cfg.prune.method)
+    if ds.zero_stage not in method.zero_stages:
+        raise FieldError(
+            f"prune.method {cfg.prune.method} reads or writes gradients or optimizer state "
+            f"itself, which ZeRO partitions; run it at deepspeed.zero_stage 0",
+            "deepspeed.zero_stage",
+            ds.zero_stage,
+        )
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -410,9 +425,13 @@ def _prefixes() -> set[str]:
     return out
 
 
-@functools.cache
 def known_keys() -> list[str]:
-    """Every dotted trial key a sweep may set."""
+    """Every dotted trial key a sweep may set (the registered methods' knobs included)."""
+    return _known_keys(tuple(METHODS.items()))
+
+
+@functools.cache
+def _known_keys(registry: tuple[tuple[str, type], ...]) -> list[str]:
     keys = sorted(flatten(TrialConfig(task="_").model_dump(exclude={"task"})))
     return ["engine"] + [k for k in keys if k != "engine"]
 

@@ -26,12 +26,12 @@ import math
 from dataclasses import dataclass
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
-from spx.workers.config import PruneConfig
+from spx.workers.knobs import MethodKnobs, PruneSettings
 from spx.workers.masks import keep_top
 from spx.workers.pruner import Pruner, mask_optimizer_state
-from spx.workers.schedules import Constant, Schedule
 
 TIE_NOISE = 1e-5
 
@@ -55,14 +55,23 @@ class DynamicSparse(Pruner):
     """Shared drop-and-grow loop; subclasses say how inactive weights score for growing."""
 
     regrows = True
+    follows_schedule = False
+    masks_at_step0 = True
+    zero_stages = (0,)  # regrowth edits optimizer state
+    example = {"prune.sparsity": 0.75, "prune.update_every": 4}
 
-    def __init__(self, cfg: PruneConfig, model: nn.Module, steps: int, seed: int = 0):
+    class Knobs(MethodKnobs):
+        update_every: int = Field(100, ge=1, description="steps between mask updates")
+        drop_fraction: float = Field(0.3, ge=0, le=1, description="initial drop fraction")
+        update_end: float = Field(0.75, ge=0, le=1, description="last update, of train.steps")
+
+    knobs: Knobs
+
+    def __init__(self, cfg: PruneSettings, model: nn.Module, steps: int, seed: int = 0):
         super().__init__(cfg, model, steps, seed)
-        end = max(round(cfg.update_end * steps), 1)
-        self.regrowth = Regrowth(cfg.drop_fraction, cfg.update_every, end)
-
-    def build_schedule(self, cfg: PruneConfig, steps: int) -> Schedule:
-        return Constant(cfg.sparsity)
+        k = self.knobs
+        end = max(round(k.update_end * steps), 1)
+        self.regrowth = Regrowth(k.drop_fraction, k.update_every, end)
 
     def scores(self, weight: Tensor, grad: Tensor | None) -> Tensor:
         """The initial mask is random within each layer."""
@@ -71,15 +80,12 @@ class DynamicSparse(Pruner):
     def grow_scores(self, weight: Tensor, grad: Tensor | None) -> Tensor:
         raise NotImplementedError
 
-    def before_step(self, step: int, optimizer: torch.optim.Optimizer) -> bool:
-        if step == 0:
-            return super().before_step(step, optimizer)
-        return self.regrowth.should_update(step)
-
-    def after_backward(self, step: int, optimizer: torch.optim.Optimizer) -> None:
-        if self.regrowth.should_update(step):
+    def after_backward(self, step: int, optimizer: torch.optim.Optimizer) -> bool:
+        regrows = self.regrowth.should_update(step)
+        if regrows:
             self.regrow(self.regrowth.fraction(step), optimizer)
         self.mask_grads()
+        return regrows
 
     @torch.no_grad()
     def regrow(self, fraction: float, optimizer: torch.optim.Optimizer) -> None:
@@ -105,7 +111,7 @@ class DynamicSparse(Pruner):
 
 
 class RigL(DynamicSparse):
-    """RigL: grow where the dense gradient is largest (§8b)."""
+    """RigL: random sparse at init; drop the least |w|, grow where |gradient| is largest."""
 
     name = "rigl"
 
@@ -114,9 +120,10 @@ class RigL(DynamicSparse):
 
 
 class SET(DynamicSparse):
-    """SET: grow uniformly at random (§8c)."""
+    """SET: random sparse at init; drop the least |w|, grow uniformly at random."""
 
     name = "set"
+    needs_gradients = False
 
     def grow_scores(self, weight: Tensor, grad: Tensor | None) -> Tensor:
         return torch.rand(weight.shape, generator=self.generator).to(weight.device)

@@ -20,9 +20,10 @@ stage 2 reduces gradients into its own buffers during backward; so masking the w
 their ``.grad`` (what the pruner does) is not enough. Under ZeRO the engine also masks each
 prunable weight's gradient where autograd makes it (a tensor hook, before DeepSpeed reduces
 it) and, after every step, the master partition (and its optimizer state after a mask
-update): pruned weights stay exactly zero and are never revived. A method that overrides a
-loop hook reads or writes ``.grad`` or the optimizer state itself (rigl, set, nm, lottery,
-oto, nodes), which ZeRO has partitioned away, so :func:`check` runs those at stage 0 only.
+update): pruned weights stay exactly zero and are never revived. A method that reads or
+writes ``.grad`` or the optimizer state itself (rigl, set, nm, lottery, oto, nodes, snip),
+which ZeRO has partitioned away, says so in its ``zero_stages`` flag, and the trial config
+(``config.check_engine``) runs it at stage 0 only.
 
 Checkpoints hold the same torch optimizer's state dict: per weight at stage 0, this rank's
 flat partition under ZeRO (restored into the same partition layout, so a trial resumes under
@@ -33,7 +34,7 @@ Worker groups: DeepSpeed's engine averages the gradients over the group itself, 
 stands in for ``comm.strategy: ddp`` (whose own mean is then skipped; its ``comm/*``
 metering counts DeepSpeed's mean as the same dense payload). DiLoCo and SparseLoCo train
 each worker alone between outer steps, which DeepSpeed's every-step reduction would break:
-:func:`check` refuses them.
+the trial config refuses them.
 
 >>> cfg = TrialConfig.from_flat("digits-mlp", {})
 >>> ds_config(cfg)["zero_optimization"], type(build_engine(cfg, None, None, None)).__name__
@@ -42,7 +43,6 @@ each worker alone between outer steps, which DeepSpeed's every-step reduction wo
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from functools import partial
 from typing import Any, ClassVar
@@ -51,10 +51,8 @@ import torch
 from torch import Tensor, nn
 
 from spx.errors import TrialError
-from spx.workers.config import FieldError, TrialConfig
+from spx.workers.config import TrialConfig
 from spx.workers.masks import MaskSet
-
-LOOP_HOOKS = ("before_step", "after_backward", "after_step")
 
 
 class Engine:
@@ -195,46 +193,6 @@ def ds_config(cfg: TrialConfig) -> dict[str, Any]:
         # ZeRO vets Adam-likes only; SGD is as elementwise, so as safe on a partition.
         "zero_allow_untested_optimizer": True,
     }
-
-
-def check(cfg: TrialConfig) -> None:
-    """Raise FieldError for an engine setting the trial cannot run (TrialConfig calls it)."""
-    ds = cfg.deepspeed
-    if cfg.engine == "torch":
-        if ds.zero_stage:
-            raise FieldError(
-                "deepspeed.* keys need engine: deepspeed", "deepspeed.zero_stage", ds.zero_stage
-            )
-        return
-    if not installed():
-        raise FieldError(
-            "engine deepspeed needs DeepSpeed installed (pip install 'spx[deepspeed]')",
-            "engine",
-            cfg.engine,
-        )
-    if cfg.comm.strategy != "ddp":
-        raise FieldError(
-            f"engine deepspeed averages gradients every step, so it runs comm.strategy ddp "
-            f"only, not {cfg.comm.strategy}",
-            "engine",
-            cfg.engine,
-        )
-    from spx.workers.methods import method_class  # late: methods import the config types
-    from spx.workers.pruner import Pruner
-
-    method = method_class(cfg.prune.method)
-    if ds.zero_stage and any(getattr(method, h) is not getattr(Pruner, h) for h in LOOP_HOOKS):
-        raise FieldError(
-            f"prune.method {cfg.prune.method} reads or writes gradients or optimizer state "
-            f"itself, which ZeRO partitions; run it at deepspeed.zero_stage 0",
-            "deepspeed.zero_stage",
-            ds.zero_stage,
-        )
-
-
-def installed() -> bool:
-    """Whether deepspeed (the ``deepspeed`` extra) is there, without importing it (slow)."""
-    return importlib.util.find_spec("deepspeed") is not None
 
 
 def _join_alone() -> bool:

@@ -23,20 +23,18 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from spx.errors import ConfigError
 from spx.workers import corpus
 from spx.workers.config import TrialConfig
 from spx.workers.methods import method_class
-from spx.workers.taskbase import Batch, Part, Task, model_device, register, windows
+from spx.workers.taskbase import Part, WindowLM, register
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
 
@@ -83,12 +81,11 @@ def _keep_dense(model: nn.Module, embeddings: bool) -> nn.Module:
 
 
 @register
-class HFCausalLM(Task):
+class HFCausalLM(WindowLM):
     """A transformers causal LM from ``model.path``; reports val/loss, val/ppl, val/acc."""
 
     name = "hf-causal-lm"
-    eval_metrics: ClassVar[tuple[str, ...]] = ("val/loss", "val/ppl", "val/acc")
-    eval_batches: ClassVar[int] = 8
+    eval_metrics: ClassVar[tuple[str, ...]] = (*WindowLM.eval_metrics, "val/ppl")
 
     def validate(self, cfg: TrialConfig) -> None:
         config = hf_config(cfg)
@@ -128,47 +125,15 @@ class HFCausalLM(Task):
         )
         return _keep_dense(model, cfg.prune.embeddings)
 
-    def _tokens(self, cfg: TrialConfig) -> tuple[np.ndarray, np.ndarray]:
+    def splits(self, cfg: TrialConfig) -> tuple[np.ndarray, np.ndarray]:
         return tokens(model_folder(cfg), self.data_dir)
 
-    def batches(
-        self, cfg: TrialConfig, generator: torch.Generator, part: Part = "train"
-    ) -> Iterator[Batch]:
-        if part not in ("train", "val"):
-            raise ConfigError(f"task {self.name} has no {part!r} half", field="nas.method")
-        train, _ = self._tokens(cfg)
-        ctx = cfg.model.context
-        while True:
-            starts = torch.randint(
-                len(train) - ctx - 1, (cfg.train.batch_size,), generator=generator
-            )
-            yield windows(train, starts, ctx)
+    def logits(self, model: nn.Module, x: Tensor) -> Tensor:
+        return model(input_ids=x).logits
 
-    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        logits = model(input_ids=batch[0]).logits
-        return F.cross_entropy(logits.flatten(0, 1), batch[1].flatten())
-
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, cfg: TrialConfig, part: Part = "val") -> dict[str, float]:
-        _, val = self._tokens(cfg)
-        ctx, n = cfg.model.context, self.eval_batches * cfg.train.batch_size
-        starts = torch.linspace(0, len(val) - ctx - 2, n).long()
-        device = model_device(model)
-        loss = correct = 0.0
-        for chunk in starts.split(cfg.train.batch_size):
-            x, y = (t.to(device) for t in windows(val, chunk, ctx))
-            logits = model(input_ids=x).logits
-            loss += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
-            correct += float((logits.argmax(-1) == y).sum())
-        count = n * ctx
-        mean = loss / count
-        return {"val/loss": mean, "val/ppl": math.exp(min(mean, 700.0)), "val/acc": correct / count}
-
-    def tokens_per_batch(self, cfg: TrialConfig) -> int:
-        return cfg.train.batch_size * cfg.model.context
-
-    def example_input(self, cfg: TrialConfig) -> Tensor:
-        return torch.zeros(1, cfg.model.context, dtype=torch.long)
+        scores = super().evaluate(model, cfg, part)
+        return {**scores, "val/ppl": math.exp(min(scores["val/loss"], 700.0))}
 
     def prepare(self) -> None:
         corpus.load(self.data_dir)

@@ -1,9 +1,10 @@
 """The one training loop every trial runs, whatever its task or sparsity method.
 
-Per step: the pruner may update masks (``before_step``), the LR is set for the step's
-schedule position, one forward/backward pass, the pruner sees the dense gradient
-(``after_backward``), the optimizer steps, masks are re-applied (``after_step``), N_t is
-recorded. Every sparsity method plugs in through those hooks (see ``pruner.py``).
+Per step: the pruner may draw masks at init (``before_step``), the LR is set for the step's
+schedule position, one forward/backward pass, the pruner sees this step's dense gradient
+and updates masks when its schedule says so (``after_backward``), the optimizer steps under
+the masks, masks are re-applied (``after_step``), N_t is recorded. Every sparsity method
+plugs in through those hooks (see ``pruner.py``).
 
 Every ``train.report_every`` steps (and at every mask update, so the realised schedule is
 logged step by step) the loop evaluates and hands a metrics dict to the reporter. At every
@@ -41,11 +42,12 @@ from spx.workers.accounting import BACKWARD_FACTOR, Accountant
 from spx.workers.config import TrialConfig
 from spx.workers.distributed import Communicator
 from spx.workers.engine import Engine, build_engine
-from spx.workers.methods import build_pruner
+from spx.workers.methods import build_pruner, method_class
 from spx.workers.outer import Sync, build_sync
 from spx.workers.pruner import Pruner
 from spx.workers.schedules import lr_at
 from spx.workers.tasks import Task
+from spx.workers.warmstart import keep_zeros, load_weights
 
 DENSITY_TABLE = "layer_density"
 
@@ -134,8 +136,11 @@ def build_state(cfg: TrialConfig, task: Task, rank: int = 0, workers: int = 1) -
     device = trial_device(cfg)
     with _INIT_LOCK:  # init reads torch's global RNG; ranks may be threads of one process
         torch.manual_seed(cfg.train.seed)
-        model = task.build_model(cfg).to(device)  # initialised on the CPU: same weights
+        model = task.build_model(cfg)  # initialised on the CPU: same weights
+        load_weights(cfg.init, model)  # init.from: every method starts from these (warmstart.py)
+        model = model.to(device)
         pruner = build_pruner(cfg, model)
+        keep_zeros(cfg.init, pruner)
     per_batch = task.tokens_per_batch(cfg)
     accountant = Accountant.build(
         model,
@@ -146,6 +151,8 @@ def build_state(cfg: TrialConfig, task: Task, rank: int = 0, workers: int = 1) -
     )
     generator = torch.Generator().manual_seed(cfg.train.seed + 1 + 1_000_003 * rank)
     optimizer = build_optimizer(cfg, model)
+    if pruner.calibrates:  # post-training: prune the loaded weights (a resume restores them)
+        pruner.calibrate(model, task, cfg, device)
     engine = build_engine(cfg, model, optimizer, pruner.masks)
     return State(cfg, model, optimizer, pruner, accountant, generator, engine, device=device)
 
@@ -219,7 +226,8 @@ def advance(state: State, task: Task, batch: tuple) -> tuple[float, bool]:
     lr = lr_at(state.cfg.train, state.pruner.position(state.step))
     for group in state.optimizer.param_groups:
         group["lr"] = lr
-    loss = _train_step(state, task, batch)
+    loss, updated = _train_step(state, task, batch)
+    changed = changed or updated
     state.step += 1
     if state.sync is not None:
         state.sync.after_step(state.step, state.pruner.masks, changed)
@@ -227,7 +235,7 @@ def advance(state: State, task: Task, batch: tuple) -> tuple[float, bool]:
     return loss, changed
 
 
-def _train_step(state: State, task: Task, batch: tuple) -> float:
+def _train_step(state: State, task: Task, batch: tuple) -> tuple[float, bool]:
     state.model.train()
     state.optimizer.zero_grad(set_to_none=True)
     loss = task.loss(state.engine.module, on_device(batch, state.device))
@@ -239,11 +247,11 @@ def _train_step(state: State, task: Task, batch: tuple) -> float:
         state.sync.reduced_by_engine()  # DeepSpeed averaged them: metered as DDP's mean
     elif state.sync is not None:
         state.sync.after_backward()  # DDP: every worker's pruner sees the mean gradient
-    state.pruner.after_backward(state.step, state.optimizer)
+    updated = state.pruner.after_backward(state.step, state.optimizer)  # masks may change
     state.engine.step()
     state.pruner.after_step()
     state.engine.after_step()  # ZeRO: the master copies follow the masks (engine.py)
-    return value
+    return value, updated
 
 
 def _publish(reporter: Reporter, step: int, name: str, table: dict[str, list]) -> None:
@@ -279,6 +287,7 @@ def _metrics(
     }
     metrics.update(_evaluate(state, task, cfg))
     metrics.update(state.accountant.metrics())
+    metrics.update(state.pruner.metrics())
     if state.sync is not None:
         metrics.update(state.sync.metrics())
     return metrics
@@ -294,14 +303,14 @@ def _evaluate(state: State, task: Task, cfg: TrialConfig) -> dict[str, float]:
 def _final(state: State, task: Task, cfg: TrialConfig) -> dict[str, float]:
     final = _evaluate(state, task, cfg)
     final.update(state.accountant.metrics())
+    final.update(state.pruner.metrics())
     if state.sync is not None:
         final.update(state.sync.metrics())
-    if cfg.prune.method in COMPACTABLE and (state.sync is None or state.sync.rank == 0):
+    if state.pruner.compacts and (state.sync is None or state.sync.rank == 0):
         final.update(_compaction(state, task, cfg))
     return final
 
 
-COMPACTABLE = ("oto", "nodes", "channel")
 LOOP_METRICS = (
     "train/loss",
     "time/step_s",
@@ -341,8 +350,10 @@ def reported_metrics(cfg: TrialConfig, task: Task, workers: int = 1) -> set[str]
     names = {*LOOP_METRICS, *task.eval_metrics}
     if workers > 1:
         names.update(COMM_METRICS)
-    if cfg.prune.method in COMPACTABLE:
+    method = method_class(cfg.prune.method)
+    if method.compacts:
         names.update(COMPACT_METRICS)
+    names.update(method.reports)
     return names
 
 
@@ -351,10 +362,9 @@ def _compaction(state: State, task: Task, cfg: TrialConfig) -> dict[str, float]:
     its outputs and the pruned full model's on a batch of real training inputs (the
     correctness check of OTO's subnet construction; ~1e-7 in float32)."""
     from spx.workers.compact import compact
-    from spx.workers.oto import GroupPruner
 
-    source = state.pruner if isinstance(state.pruner, GroupPruner) else None
-    small, counts = compact(state.model, task.example_input(cfg).to(state.device), source)
+    # A group pruner (oto, nodes) hands over its keep-vectors; others' zero rows are read.
+    small, counts = compact(state.model, task.example_input(cfg).to(state.device), state.pruner)
     inputs = next(task.batches(cfg, torch.Generator().manual_seed(0)))[0].to(state.device)
     with torch.no_grad():
         diff = (small.eval()(inputs) - state.model.eval()(inputs)).abs().max()

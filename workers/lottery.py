@@ -36,10 +36,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from spx.workers.allocation import global_keep
-from spx.workers.config import PruneConfig
+from spx.workers.knobs import (
+    FieldError,
+    MethodKnobs,
+    PruneSettings,
+    TrialView,
+    before_end,
+    read_knobs,
+)
 from spx.workers.pruner import Pruner
 from spx.workers.schedules import Schedule
 
@@ -92,18 +100,44 @@ class Rounds:
 
 
 class Lottery(Pruner):
-    """``lottery``: IMP with rewinding to step ``prune.rewind_step``."""
+    """Iterative magnitude pruning with rewinding to step prune.rewind_step (lottery tickets)."""
 
     name = "lottery"
+    needs_gradients = False  # prunes by |θ_T| before the round's first forward pass
+    follows_schedule = False
+    zero_stages = (0,)  # clears the optimizer state, which ZeRO 1/2 partition
+    example = {"prune.sparsity": 0.75, "prune.rate": 0.5, "prune.rewind_step": 4}
 
-    def __init__(self, cfg: PruneConfig, model: nn.Module, steps: int, seed: int = 0):
-        targets = round_targets(cfg.sparsity, cfg.rate, cfg.rounds)
-        self.rounds = Rounds(tuple(targets), steps, min(cfg.rewind_step, steps - 1))
+    class Knobs(MethodKnobs):
+        rounds: int = Field(0, ge=0, le=100, description="0 means as many as needed")
+        rewind_step: int = Field(0, ge=0, description="the step k rounds rewind to")
+        rate: float = Field(0.2, gt=0, lt=1, description="share of remaining pruned a round")
+
+    knobs: Knobs
+
+    def __init__(self, cfg: PruneSettings, model: nn.Module, steps: int, seed: int = 0):
         super().__init__(cfg, model, steps, seed)
         self.model = model
         self.rewind_to: dict[str, Tensor] = {}
 
-    def build_schedule(self, cfg: PruneConfig, steps: int) -> Schedule:
+    @classmethod
+    def check(cls, cfg: TrialView) -> None:
+        knobs, sparsity = read_knobs(cls.Knobs, cfg.prune), cfg.prune.sparsity
+        if knobs.rounds > 1 and sparsity > 0:
+            reached = 1 - (1 - knobs.rate) ** (knobs.rounds - 1)
+            if reached >= sparsity:
+                raise FieldError(
+                    f"{knobs.rounds} rounds at prune.rate {knobs.rate:g} pass prune.sparsity "
+                    f"{sparsity:g} before the last round; lower prune.rounds or set it to 0",
+                    "prune.rounds",
+                    knobs.rounds,
+                )
+        before_end("prune.rewind_step", knobs.rewind_step, cfg.train.steps)
+
+    def build_schedule(self, cfg: PruneSettings, steps: int) -> Schedule:
+        k = self.knobs
+        targets = round_targets(cfg.sparsity, k.rate, k.rounds)
+        self.rounds = Rounds(tuple(targets), steps, min(k.rewind_step, steps - 1))
         return self.rounds
 
     def scores(self, weight: Tensor, grad: Tensor | None) -> Tensor:

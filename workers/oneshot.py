@@ -35,9 +35,10 @@ class Recipe:
     nm: tuple[int, int] | None = None
     refine: Literal["dsnot"] | None = None
     dsnot_cycles: int = 50
+    dsnot_threshold: float = 0.1
     block: int = 128
     damp: float = 0.01
-    mask: Literal["row", "block"] = "row"
+    mask: Literal["row", "block"] = "block"
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class Calibration:
 def calibration_identity(batches: Sequence[Tensor]) -> Calibration:
     digest = hashlib.sha256()
     for x in batches:
-        digest.update(x.detach().to("cpu", torch.int64).numpy().tobytes())
+        digest.update(str(x.dtype).encode() + x.detach().cpu().contiguous().numpy().tobytes())
     samples = sum(int(x.shape[0]) for x in batches)
     return Calibration(digest.hexdigest()[:16], samples, int(batches[0].shape[-1]))
 
@@ -70,7 +71,9 @@ def _layer_mask(layer: nn.Module, stats: InputStats, recipe: Recipe) -> Tensor:
     else:
         keep = magnitude_mask(weight, recipe.sparsity, recipe.nm)
     if recipe.refine == "dsnot":
-        keep = dsnot_refine(weight, keep, stats, recipe.dsnot_cycles, recipe.nm)
+        keep = dsnot_refine(
+            weight, keep, stats, recipe.dsnot_cycles, recipe.nm, recipe.dsnot_threshold
+        )
     with torch.no_grad():
         weight.mul_(keep)
     return keep

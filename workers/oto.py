@@ -62,14 +62,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from spx.errors import ConfigError
 from spx.workers import zig
-from spx.workers.config import PruneConfig, TrialConfig
+from spx.workers.knobs import FieldError, MethodKnobs, PruneSettings, TrialView, read_knobs
 from spx.workers.pruner import Pruner
-from spx.workers.schedules import Constant, Schedule
 
 TOLERANCE = 0.05  # §4c: K = ⌊|G|·min(τ + tolerance, 0.999)⌋
 SAFE = 1e-8
@@ -95,21 +95,22 @@ class GroupPruner(Pruner):
     follows from them (masks, zeroed slices, gradients and optimizer slots)."""
 
     checkpoint_key = "groups"
+    needs_gradients = False
+    compacts = True
+    follows_schedule = False
+    zero_stages = (0,)  # zeroes gradients and optimizer slots of whole groups itself
 
-    def __init__(self, cfg: PruneConfig, model: nn.Module, steps: int, seed: int = 0):
+    def __init__(self, cfg: PruneSettings, model: nn.Module, steps: int, seed: int = 0):
         super().__init__(cfg, model, steps, seed)
         self.space = zig.removable(model)
-        self.check(cfg, self.space)
+        self.check_space(cfg, self.space)
         self.tensors = {s.name: zig.resolve(model, s.name) for g in self.space for s in g.slices}
         device = next(iter(self.tensors.values())).device if self.tensors else None
         self.keep = [torch.ones(g.size, dtype=torch.bool, device=device) for g in self.space]
         self.refresh()
 
-    def build_schedule(self, cfg: PruneConfig, steps: int) -> Schedule:
-        return Constant(cfg.sparsity)
-
     @classmethod
-    def check(cls, cfg: PruneConfig, space: list[zig.Group]) -> None:
+    def check_space(cls, cfg: PruneSettings, space: list[zig.Group]) -> None:
         """Raise ConfigError (``prune.sparsity``) when the target cannot be reached."""
         if cfg.sparsity > 0 and not space:
             raise ConfigError(
@@ -119,12 +120,12 @@ class GroupPruner(Pruner):
             )
 
     @classmethod
-    def validate(cls, cfg: TrialConfig, model: nn.Module) -> None:
+    def validate(cls, cfg: TrialView, model: nn.Module) -> None:
         try:
             space = zig.removable(model)
         except ConfigError as exc:
             raise ConfigError(exc.reason, exc.field, cfg.prune.method) from None
-        cls.check(cfg.prune, space)
+        cls.check_space(cfg.prune, space)
 
     # -- keep-vectors and what follows from them -------------------------------------------
 
@@ -186,23 +187,31 @@ class GroupPruner(Pruner):
 
 
 class Nodes(GroupPruner):
-    """``nodes``: a random, fixed keep-mask over units at init (§3)."""
+    """A random keep-mask over whole units (zero-invariant groups), fixed at init."""
 
     name = "nodes"
+    masks_at_step0 = True
 
-    def __init__(self, cfg: PruneConfig, model: nn.Module, steps: int, seed: int = 0):
+    class Knobs(MethodKnobs):
+        mask_seed: int | None = Field(
+            None, ge=0, le=2**63 - 1, description="node-mask seed; unset: from train.seed"
+        )
+
+    knobs: Knobs
+
+    def __init__(self, cfg: PruneSettings, model: nn.Module, steps: int, seed: int = 0):
         super().__init__(cfg, model, steps, seed)
         generator = self.generator
-        if cfg.mask_seed is not None:
-            generator = torch.Generator().manual_seed(cfg.mask_seed)
+        if self.knobs.mask_seed is not None:
+            generator = torch.Generator().manual_seed(self.knobs.mask_seed)
         self.keep = [
             k.to(self.keep[0].device) for k in sample_nodes(self.space, cfg.sparsity, generator)
         ]
         self.refresh()
 
     @classmethod
-    def check(cls, cfg: PruneConfig, space: list[zig.Group]) -> None:
-        super().check(cfg, space)
+    def check_space(cls, cfg: PruneSettings, space: list[zig.Group]) -> None:
+        super().check_space(cfg, space)
         for group in space:
             if zig.kept_count(group.size, cfg.sparsity) == 0:
                 raise ConfigError(
@@ -261,7 +270,7 @@ class Phases:
     enforce: int
 
     @classmethod
-    def of(cls, cfg: PruneConfig, steps: int) -> Phases:
+    def of(cls, cfg: OTOKnobs, steps: int) -> Phases:
         last = steps - 1
         partition = min(round(cfg.oto_start * steps), last)
         project = max(min(round(cfg.oto_project * steps), last), partition)
@@ -281,15 +290,35 @@ class _Step:
     optimizer: torch.optim.Optimizer
 
 
+class OTOKnobs(MethodKnobs):
+    oto_lambda: float | None = Field(
+        None, gt=0, le=100, description="group-lasso λ; unset: 1e-2 (adamw), 1e-3 (sgd)"
+    )
+    oto_start: float = Field(
+        0.1, ge=0, lt=1, description="G_p partition and penalty start, of train.steps"
+    )
+    oto_project: float = Field(
+        0.2, ge=0, lt=1, description="half-space projection start, of train.steps"
+    )
+    oto_end: float = Field(
+        0.75, gt=0, le=1, description="target enforced by then (least-norm), of train.steps"
+    )
+    oto_epsilon: float = Field(
+        0.0, ge=0, lt=1, description="half-space ε: zero g if <x̂_g, x_g> < ε·|x_g|²"
+    )
+
+
 class OTO(GroupPruner):
-    """``oto``: DHSPG over zero-invariant groups (module docstring)."""
+    """OTOv2's DHSPG over zero-invariant groups: train, then compact exactly."""
 
     name = "oto"
     checkpoint_key = "oto"
+    Knobs = OTOKnobs
+    knobs: OTOKnobs
 
-    def __init__(self, cfg: PruneConfig, model: nn.Module, steps: int, seed: int = 0):
+    def __init__(self, cfg: PruneSettings, model: nn.Module, steps: int, seed: int = 0):
         super().__init__(cfg, model, steps, seed)
-        self.phases = Phases.of(cfg, steps)
+        self.phases = Phases.of(self.knobs, steps)
         total = sum(g.size for g in self.space)
         self.target = total - zig.kept_count(total, cfg.sparsity)
         self.penalized: list[Tensor] | None = None  # G_p, once partitioned
@@ -300,8 +329,19 @@ class OTO(GroupPruner):
         self._pending: _Step | None = None
 
     @classmethod
-    def check(cls, cfg: PruneConfig, space: list[zig.Group]) -> None:
-        super().check(cfg, space)
+    def check(cls, cfg: TrialView) -> None:
+        k = read_knobs(OTOKnobs, cfg.prune)
+        if not k.oto_start <= k.oto_project <= k.oto_end:
+            raise FieldError(
+                f"oto needs prune.oto_start <= prune.oto_project <= prune.oto_end (got "
+                f"{k.oto_start:g}, {k.oto_project:g}, {k.oto_end:g})",
+                "prune.oto_project",
+                k.oto_project,
+            )
+
+    @classmethod
+    def check_space(cls, cfg: PruneSettings, space: list[zig.Group]) -> None:
+        super().check_space(cfg, space)
         total = sum(g.size for g in space)
         target = total - zig.kept_count(total, cfg.sparsity)
         room = sum(g.size - 1 for g in space)
@@ -319,7 +359,7 @@ class OTO(GroupPruner):
         changed, self.changed = self.changed, False  # masks changed after the last step
         return changed
 
-    def after_backward(self, step: int, optimizer: torch.optim.Optimizer) -> None:
+    def after_backward(self, step: int, optimizer: torch.optim.Optimizer) -> bool:
         self.mask_grads()
         working = (
             bool(self.space)
@@ -327,7 +367,7 @@ class OTO(GroupPruner):
             and (self.penalized is None or self.zeros() < self.target)
         )
         if not working and step != self.phases.enforce:
-            return
+            return False
         hyper = {id(p): g for g in optimizer.param_groups for p in g["params"]}
         trained = {n: t for n, t in self.tensors.items() if id(t) in hyper}
         lr = {n: float(hyper[id(t)]["lr"]) for n, t in trained.items()}
@@ -336,10 +376,11 @@ class OTO(GroupPruner):
             n: float(hyper[id(t)]["weight_decay"]) if adamw else 0.0 for n, t in trained.items()
         }
         variant = SGD_VARIANT if isinstance(optimizer, torch.optim.SGD) else ADAM_VARIANT
-        if self.cfg.oto_lambda is not None:
-            variant = Variant(self.cfg.oto_lambda, variant.amplify, variant.hat)
+        if self.knobs.oto_lambda is not None:
+            variant = Variant(self.knobs.oto_lambda, variant.amplify, variant.hat)
         before = {n: t.detach().clone() for n, t in trained.items()} if working else None
         self._pending = _Step(step, before, lr, decay, variant, optimizer)
+        return False  # DHSPG acts after the step; before_step reports what it changed
 
     def after_step(self) -> None:
         pending, self._pending = self._pending, None
@@ -419,7 +460,7 @@ class OTO(GroupPruner):
                     t.sub_((s.lr[sl.name] * sl.spread(coef, t.shape) * x[sl.name]).to(t.dtype))
 
     def _project(self, live: list[Tensor], inner: list[Tensor], xx: list[Tensor]) -> list[Tensor]:
-        eps = self.cfg.oto_epsilon
+        eps = self.knobs.oto_epsilon
         cands = [lv & (ip < eps * q) for lv, ip, q in zip(live, inner, xx, strict=True)]
         return self._take(cands, order=None)
 

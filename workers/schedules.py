@@ -2,8 +2,9 @@
 
 A schedule is a frozen object with two questions, ``sparsity_at(step)`` and
 ``should_update(step)``; methods never compute their own timing. ``step`` counts optimizer
-steps already taken (0 before the first one); a mask update at step t happens before the
-t-th forward pass, so pruning "at init" is step 0.
+steps already taken (0 before the first one); a mask update at step t happens after the
+t-th backward pass, on its gradient, before its optimizer step (a method whose masks are
+drawn at init draws them before the first forward pass), so pruning "at init" is step 0.
 
 >>> s = Cubic(final=0.8, begin=0, end=100, every=10)
 >>> round(s.sparsity_at(50), 4), s.sparsity_at(100), s.should_update(20), s.should_update(25)
@@ -16,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-from spx.workers.config import ScheduleConfig, TrainConfig
+from spx.workers.knobs import ScheduleConfig
 
 
 class Schedule(Protocol):
@@ -96,9 +97,23 @@ def build_schedule(cfg: ScheduleConfig, final: float, total_steps: int) -> Sched
     return Cubic(final=final, begin=begin, end=end, every=cfg.every)
 
 
-def lr_at(cfg: TrainConfig, position: int) -> float:
+class LRSettings(Protocol):
+    """The ``train.*`` keys the LR schedule reads (``TrainConfig`` has them)."""
+
+    @property
+    def steps(self) -> int: ...
+
+    @property
+    def lr(self) -> float: ...
+
+    @property
+    def lr_schedule(self) -> str: ...
+
+
+def lr_at(cfg: LRSettings, position: int) -> float:
     """The learning rate at a position of the LR schedule (``train.lr_schedule``).
 
+    >>> from spx.workers.config import TrainConfig
     >>> cfg = TrainConfig(steps=100, lr=0.1, lr_schedule="cosine")
     >>> lr_at(cfg, 0), round(lr_at(cfg, 50), 6), lr_at(cfg, 100)
     (0.1, 0.05, 0.0)

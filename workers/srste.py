@@ -24,11 +24,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from spx.errors import ConfigError
 from spx.kernels.nm import nm_mask, parse_nm
-from spx.workers.config import PruneConfig, TrialConfig
+from spx.workers.knobs import FieldError, MethodKnobs, PruneSettings, TrialView, read_knobs
 from spx.workers.masks import prunable_weights
 from spx.workers.pruner import Pruner
 from spx.workers.schedules import Constant, Schedule
@@ -40,33 +41,63 @@ def group_dim(weight: Tensor) -> int:
 
 
 class NM(Pruner):
-    """``nm``: N of every M weights along the input dimension, trained with SR-STE."""
+    """N of every M weights along the input dimension, trained with SR-STE."""
 
     name = "nm"
     regrows = True
+    needs_gradients = False
+    follows_schedule = False
+    masks_at_step0 = True
+    zero_stages = (0,)  # steps the dense weights through .grad itself
+    example = {"prune.nm": "2:4"}
 
-    def __init__(self, cfg: PruneConfig, model: nn.Module, steps: int, seed: int = 0):
+    class Knobs(MethodKnobs):
+        nm: str = Field("2:4", description="keep N of every M weights along the input dim")
+        srste_decay: float = Field(2e-4, ge=0, le=1, description="SR-STE decay on pruned weights")
+
+        @field_validator("nm")
+        @classmethod
+        def _parses(cls, nm: str) -> str:
+            parse_nm(nm)  # its ValueError says what is wrong
+            return nm
+
+    knobs: Knobs
+
+    def __init__(self, cfg: PruneSettings, model: nn.Module, steps: int, seed: int = 0):
         super().__init__(cfg, model, steps, seed)
-        self.n, self.m = parse_nm(cfg.nm)
+        self.n, self.m = parse_nm(self.knobs.nm)
         self.dense = {name: w.detach().clone() for name, w in self.weights.items()}
 
-    def build_schedule(self, cfg: PruneConfig, steps: int) -> Schedule:
-        n, m = parse_nm(cfg.nm)
+    @classmethod
+    def check(cls, cfg: TrialView) -> None:
+        nm, sparsity = read_knobs(cls.Knobs, cfg.prune).nm, cfg.prune.sparsity
+        n, m = parse_nm(nm)
+        if sparsity not in (0.0, 1 - n / m):
+            raise FieldError(
+                f"nm sets its own sparsity (1 - N/M = {1 - n / m:g} for {nm}); "
+                "leave prune.sparsity at 0",
+                "prune.sparsity",
+                sparsity,
+            )
+
+    def build_schedule(self, cfg: PruneSettings, steps: int) -> Schedule:
+        n, m = parse_nm(self.knobs.nm)
         return Constant(1 - n / m)
 
     def scores(self, weight: Tensor, grad: Tensor | None) -> Tensor:
         return weight.detach().abs()
 
     @classmethod
-    def validate(cls, cfg: TrialConfig, model: nn.Module) -> None:
-        _, m = parse_nm(cfg.prune.nm)
+    def validate(cls, cfg: TrialView, model: nn.Module) -> None:
+        nm = read_knobs(cls.Knobs, cfg.prune).nm
+        _, m = parse_nm(nm)
         for name, weight in prunable_weights(model, cfg.prune.embeddings).items():
             if group_dim(weight) % m:
                 raise ConfigError(
                     f"M must divide every layer's input size, and {name} "
                     f"{tuple(weight.shape)} has {group_dim(weight)} inputs",
                     field="prune.nm",
-                    value=cfg.prune.nm,
+                    value=nm,
                 )
 
     def before_step(self, step: int, optimizer: torch.optim.Optimizer) -> bool:
@@ -76,13 +107,14 @@ class NM(Pruner):
         return True
 
     @torch.no_grad()
-    def after_backward(self, step: int, optimizer: torch.optim.Optimizer) -> None:
+    def after_backward(self, step: int, optimizer: torch.optim.Optimizer) -> bool:
         for name, weight in self.weights.items():
             dense = self.dense[name]
             if weight.grad is not None:
                 pruned = dense * ~self.masks.masks[name]
-                weight.grad.add_(pruned, alpha=self.cfg.srste_decay)
+                weight.grad.add_(pruned, alpha=self.knobs.srste_decay)
             weight.copy_(dense)  # the optimizer steps the dense weights
+        return False
 
     @torch.no_grad()
     def after_step(self) -> None:

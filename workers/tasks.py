@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -23,9 +23,27 @@ from spx.workers.cnn import CNN
 from spx.workers.config import TrialConfig
 from spx.workers.gpt import GPT
 from spx.workers.mlp import MLP
-from spx.workers.taskbase import TASKS, Batch, Part, Task, model_device, register, windows
+from spx.workers.taskbase import (
+    TASKS,
+    Batch,
+    Part,
+    Task,
+    WindowLM,
+    model_device,
+    register,
+)
 
-__all__ = ["TASKS", "Batch", "Part", "Task", "build_task", "model_device", "register", "task_class"]
+__all__ = [
+    "TASKS",
+    "Batch",
+    "Part",
+    "Task",
+    "WindowLM",
+    "build_task",
+    "model_device",
+    "register",
+    "task_class",
+]
 
 
 class DigitsMLP(Task):
@@ -74,11 +92,10 @@ class DigitsCNN(DigitsMLP):
         return CNN(10, cfg.model.width, cfg.model.depth)
 
 
-class CodeGPT(Task):
+class CodeGPT(WindowLM):
     """A byte-level GPT on the standard library's sources; val/loss is nats per byte."""
 
     name = "code-gpt"
-    eval_batches: ClassVar[int] = 8
 
     def validate(self, cfg: TrialConfig) -> None:
         if cfg.model.width % cfg.model.heads:
@@ -93,56 +110,11 @@ class CodeGPT(Task):
         m = cfg.model
         return GPT(256, m.context, m.width, m.depth, m.heads)
 
-    def batches(
-        self, cfg: TrialConfig, generator: torch.Generator, part: Part = "train"
-    ) -> Iterator[Batch]:
-        _whole_splits_only(self.name, part)
-        train, _ = corpus.load(self.data_dir)
-        ctx = cfg.model.context
-        while True:
-            starts = torch.randint(
-                len(train) - ctx - 1, (cfg.train.batch_size,), generator=generator
-            )
-            yield windows(train, starts, ctx)
-
-    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        logits = model(batch[0])
-        return F.cross_entropy(logits.flatten(0, 1), batch[1].flatten())
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, cfg: TrialConfig, part: Part = "val") -> dict[str, float]:
-        _whole_splits_only(self.name, part)
-        _, val = corpus.load(self.data_dir)
-        ctx, n = cfg.model.context, self.eval_batches * cfg.train.batch_size
-        # Fixed, evenly spaced windows: every trial is scored on the same bytes.
-        starts = torch.linspace(0, len(val) - ctx - 2, n).long()
-        loss = correct = 0.0
-        device = model_device(model)
-        for chunk in starts.split(cfg.train.batch_size):
-            x, y = (t.to(device) for t in windows(val, chunk, ctx))
-            logits = model(x)
-            loss += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
-            correct += float((logits.argmax(-1) == y).sum())
-        count = n * ctx
-        return {"val/loss": loss / count, "val/acc": correct / count}
-
-    def tokens_per_batch(self, cfg: TrialConfig) -> int:
-        return cfg.train.batch_size * cfg.model.context
-
-    def example_input(self, cfg: TrialConfig) -> Tensor:
-        return torch.zeros(1, cfg.model.context, dtype=torch.long)
+    def splits(self, cfg: TrialConfig) -> tuple[np.ndarray, np.ndarray]:
+        return corpus.load(self.data_dir)
 
     def prepare(self) -> None:
         corpus.load(self.data_dir)
-
-
-def _whole_splits_only(task: str, part: str) -> None:
-    if part not in ("train", "val"):
-        raise ConfigError(
-            f"task {task} has no {part!r} half of its train split (architecture search "
-            "runs on the digits tasks)",
-            field="nas.method",
-        )
 
 
 def task_class(name: str) -> type[Task]:

@@ -21,7 +21,7 @@ def test_the_new_prune_keys_have_the_spec_defaults():
         ({"prune.nm": "2-4"}, "fixed.prune.nm", "'2-4'"),
         ({"prune.nm": "5:4"}, "fixed.prune.nm", "'5:4'"),
         ({"prune.sparsity": 1.0}, "fixed.prune.sparsity", "1.0"),
-        ({"prune.method": "snip"}, "fixed.prune.method", "'snip'"),
+        ({"prune.method": "snap"}, "fixed.prune.method", "'snap'"),
         ({"prune.distribution": "erdos"}, "fixed.prune.distribution", "'erdos'"),
         ({"prune.method": "lottery", "prune.rewind_step": 300}, "fixed.prune.rewind_step", "300"),
         ({"prune.method": "nm", "prune.sparsity": 0.9}, "fixed.prune.sparsity", "0.9"),

@@ -12,7 +12,7 @@ import torch
 import torch.multiprocessing as mp
 
 from spx.errors import ConfigError
-from spx.workers import engine
+from spx.workers import config, engine
 from spx.workers.config import TrialConfig
 from spx.workers.distributed import free_port, init_torch, shutdown_torch
 from spx.workers.loop import ListReporter, advance, build_state, restore, save, train
@@ -61,7 +61,7 @@ def deepspeed():
     ],
 )
 def test_unsupported_engine_settings_name_the_key(flat, field, monkeypatch):
-    monkeypatch.setattr(engine, "installed", lambda: True)
+    monkeypatch.setattr(config, "deepspeed_installed", lambda: True)
     with pytest.raises(ConfigError) as err:
         _cfg(**flat)
     assert err.value.field == field
@@ -70,7 +70,7 @@ def test_unsupported_engine_settings_name_the_key(flat, field, monkeypatch):
 
 
 def test_engine_deepspeed_without_deepspeed_installed_is_a_config_error(monkeypatch):
-    monkeypatch.setattr(engine, "installed", lambda: False)
+    monkeypatch.setattr(config, "deepspeed_installed", lambda: False)
     with pytest.raises(ConfigError, match=r"spx\[deepspeed\]") as err:
         _cfg(engine="deepspeed")
     assert err.value.field == "fixed.engine"

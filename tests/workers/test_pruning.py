@@ -1,11 +1,15 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
 
-from spx.workers.config import PruneConfig, ScheduleConfig
+from spx.workers.config import PruneConfig, ScheduleConfig, TrialConfig
+from spx.workers.loop import advance, build_state
 from spx.workers.masks import MaskSet, keep_top, prunable_weights
-from spx.workers.methods import METHODS, Channel, GlobalMagnitude, Magnitude
+from spx.workers.methods import METHODS, Channel, GlobalMagnitude, Magnitude, register
 from spx.workers.pruner import Pruner
+from spx.workers.tasks import build_task
 
 W4 = [
     [0.1, -0.9, 0.3, 0.0],
@@ -102,7 +106,8 @@ def test_pruned_weights_never_revive_under_adamw_with_weight_decay():
     assert MaskSet(prunable_weights(model)).numel() == 64
 
 
-# global-magnitude (§10): one threshold would empty layer 1; the MT rule keeps N_min there.
+# global-magnitude (Gupta et al., arXiv 2209.14624): one threshold would empty layer 1; the
+# MT rule keeps N_min there.
 A = [[0.9, 0.8, 0.7, 0.6], [0.5, 0.4, 0.3, 0.2]]
 B = [[0.1, 0.05], [0.02, 0.01]]
 
@@ -131,18 +136,20 @@ def test_channel_prunes_whole_rows_by_l2_norm_and_never_the_output_layer():
     model = nn.Sequential(hidden, nn.ReLU(), nn.Linear(4, 2))
     pruner = _one_shot(Channel, model, 0.5)
     pruner.before_step(0, torch.optim.SGD(model.parameters(), lr=0.1))
-    # row norms 3.0, 0.2, 2.0, 0.5: rows 0 and 2 stay, whole
+    # the output layer (8 weights) stays whole, so 0.5 of all 24 prunable weights is 0.75 of
+    # the hidden layer's 16: of row norms 3.0, 0.2, 2.0, 0.5 only row 0 stays, whole
     assert pruner.masks.masks["0.weight"].int().tolist() == [
         [1, 1, 1, 1],
         [0, 0, 0, 0],
-        [1, 1, 1, 1],
+        [0, 0, 0, 0],
         [0, 0, 0, 0],
     ]
     assert bool(pruner.masks.masks["2.weight"].all())
+    assert pruner.masks.sparsity() == 0.5  # what was asked, over every prunable weight
 
 
-def test_every_method_is_registered_by_name():
-    assert sorted(METHODS) == [
+def test_every_shipped_method_is_registered_by_name():
+    assert set(METHODS) >= {
         "channel",
         "global-magnitude",
         "lottery",
@@ -154,4 +161,51 @@ def test_every_method_is_registered_by_name():
         "random",
         "rigl",
         "set",
-    ]
+        "snip",
+    }
+
+
+def test_the_scoring_hook_sees_this_steps_gradient_from_step_0():
+    seen = []
+
+    class GradMagnitude(Magnitude):
+        """|w·g| on prune.schedule (registered for this test only)."""
+
+        name = "test-grad-magnitude"
+        needs_gradients = True
+        zero_stages = (0,)
+
+        def scores(self, weight, grad):
+            seen.append(grad.clone())  # None (no gradient yet) would fail right here
+            return (weight.detach() * grad).abs()
+
+    register(GradMagnitude)
+    try:
+        flat = {"train.steps": 4, "model.width": 16, "prune.method": GradMagnitude.name}
+        flat.update({"prune.sparsity": 0.5, "prune.schedule.kind": "one-shot"})
+        cfg = TrialConfig.from_flat("digits-mlp", flat)
+        task = build_task("digits-mlp")
+        state = build_state(cfg, task)
+        batch = next(task.batches(cfg, state.generator))
+        reference = copy.deepcopy(state.model)
+        task.loss(reference, batch).backward()
+        assert advance(state, task, batch)[1]  # pruned at step 0, on step 0's gradient
+    finally:
+        del METHODS[GradMagnitude.name]
+    grads = {n: p.grad for n, p in reference.named_parameters()}
+    assert len(seen) == len(state.pruner.weights)
+    for got, name in zip(seen, state.pruner.weights, strict=True):
+        assert torch.equal(got, grads[name]), name
+
+
+def test_channel_refuses_a_sparsity_it_cannot_reach_with_the_output_layer_whole():
+    from spx.errors import ConfigError
+    from spx.workers.config import TrialConfig
+    from spx.workers.tasks import build_task
+
+    flat = {"prune.method": "channel", "model.width": 16, "model.depth": 2}
+    task = build_task("digits-mlp")
+    task.validate(TrialConfig.from_flat("digits-mlp", {**flat, "prune.sparsity": 0.85}))
+    with pytest.raises(ConfigError) as err:  # 160 of 1440 weights are the output layer's
+        task.validate(TrialConfig.from_flat("digits-mlp", {**flat, "prune.sparsity": 0.9}))
+    assert err.value.field == "prune.sparsity" and "below 0.8889" in str(err.value)
